@@ -1,0 +1,10 @@
+//! The cairn node: the composition root. It opens the store, loads the node key, serves the REST
+//! API and shuts down cleanly.
+//!
+//! Start one with [`Node::start`]; stop it with [`Node::shutdown`].
+
+mod config;
+mod node;
+
+pub use config::{DEFAULT_API_PORT, LogControl, NodeConfig};
+pub use node::{Node, NodeError};

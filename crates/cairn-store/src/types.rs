@@ -1,0 +1,215 @@
+//! The [`BlockStore`] trait and the values it takes and returns.
+
+use bytes::Bytes;
+use cairn_core::{Cid, Dataset, MerkleProof};
+
+/// Default storage quota: 20 GiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Store errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The write does not fit in the quota, even after evicting cached data.
+    #[error("Not enough storage quota: {needed} bytes needed, {free} bytes free")]
+    QuotaExceeded {
+        /// Bytes the write needs.
+        needed: u64,
+        /// Bytes free (after evicting what could be evicted).
+        free: u64,
+    },
+    /// The staging id is unknown (already committed or aborted).
+    #[error("unknown staging id {0}")]
+    UnknownStaging(u64),
+    /// The caller broke a precondition (wrong block count, block not in staging, ...).
+    #[error("invalid store operation: {0}")]
+    Invalid(String),
+    /// Stored bytes fail to decode: the store is damaged.
+    #[error("corrupt store record: {0}")]
+    Corrupt(String),
+    /// The disk backend failed.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// Result alias.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Flags of a stored dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatasetFlags {
+    /// Pinned datasets (uploads, explicit stores) are never evicted.
+    pub pinned: bool,
+    /// Advertised on the DHT and served to peers.
+    pub advertise: bool,
+}
+
+/// The state of a stored manifest's dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatasetState {
+    /// Manifest stored, some blocks missing (a download in progress or interrupted).
+    Partial,
+    /// Every block present.
+    Complete,
+}
+
+/// A stored manifest and what the store knows about its dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetRecord {
+    /// The manifest CID.
+    pub manifest_cid: Cid,
+    /// The exact manifest bytes.
+    pub manifest_bytes: Bytes,
+    /// Its tree CID (decoded from the manifest).
+    pub tree_cid: Cid,
+    /// Number of blocks in the tree.
+    pub blocks_count: u64,
+    /// Partial or complete.
+    pub state: DatasetState,
+    /// Pin and advertise flags.
+    pub flags: DatasetFlags,
+}
+
+/// What a leaf record holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeafRecord {
+    /// CID of the block at this index.
+    pub block_cid: Cid,
+    /// Its inclusion proof against the tree root.
+    pub proof: MerkleProof,
+}
+
+/// A verified block for a known tree, as a download receives it.
+#[derive(Debug, Clone)]
+pub struct LeafBlock {
+    /// Index in the tree.
+    pub index: u64,
+    /// Block CID (already checked against `data`).
+    pub cid: Cid,
+    /// The bytes (empty only for the erasure padding block).
+    pub data: Bytes,
+    /// Proof (already verified against the tree root).
+    pub proof: MerkleProof,
+}
+
+/// Result of deleting a single block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockDeletion {
+    /// The block was stored and is now gone.
+    Deleted,
+    /// Nothing was stored under that CID.
+    NotFound,
+    /// A dataset references the block; it was kept.
+    Referenced,
+}
+
+/// The storage summary of `GET /space`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Space {
+    /// Stored blocks, manifests included.
+    pub total_blocks: u64,
+    /// The configured quota.
+    pub quota_max_bytes: u64,
+    /// Bytes of stored blocks and manifests.
+    pub quota_used_bytes: u64,
+    /// Bytes reserved for pending slots (0 until the durability layer).
+    pub quota_reserved_bytes: u64,
+}
+
+/// Identifies a write in progress (an upload) until it is committed or aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StagingId(pub u64);
+
+/// A block and metadata store. Implementations are cheap to share (`Arc<dyn BlockStore>`) and
+/// safe to call from many threads at once.
+pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
+    // --- blocks -------------------------------------------------------------------------------
+
+    /// True iff the block is stored. The empty block is always present.
+    fn has_block(&self, cid: &Cid) -> Result<bool>;
+
+    /// The bytes of a stored block (the empty block is `Some(empty)`).
+    fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>>;
+
+    /// Deletes a block that no dataset references.
+    fn delete_block(&self, cid: &Cid) -> Result<BlockDeletion>;
+
+    // --- uploads (tree unknown until the end) --------------------------------------------------
+
+    /// Starts a staged write. Its blocks count in the quota but belong to no dataset until
+    /// [`BlockStore::commit_staging`]; a crash before that rolls them back at the next open.
+    fn begin_staging(&self) -> Result<StagingId>;
+
+    /// Stores blocks of a staged write, in any order; `index` is the block's position in the
+    /// dataset. Fails with `QuotaExceeded` (storing none of them) if they do not fit.
+    fn put_staged_blocks(&self, staging: StagingId, blocks: &[(u64, Cid, Bytes)]) -> Result<()>;
+
+    /// Turns a staged write into a complete dataset: leaf records with proofs from
+    /// `dataset.tree`, the manifest and its record, then one fsync. Every index of the tree must
+    /// have been staged. If the tree is already stored, the staged blocks are released and only
+    /// the manifest is added. Returns the new record.
+    fn commit_staging(
+        &self,
+        staging: StagingId,
+        dataset: &Dataset,
+        flags: DatasetFlags,
+    ) -> Result<DatasetRecord>;
+
+    /// Drops a staged write: releases its blocks (deleting those nothing else references).
+    fn abort_staging(&self, staging: StagingId) -> Result<()>;
+
+    // --- downloads (manifest known first) ------------------------------------------------------
+
+    /// Stores a manifest (bytes already checked against `manifest_cid` and decoded by the
+    /// caller). Its dataset starts `Partial` unless every block is already held. Storing an
+    /// existing manifest keeps its record, but `pinned` and `advertise` are raised to the
+    /// given flags if set.
+    fn put_manifest(
+        &self,
+        manifest_cid: &Cid,
+        manifest_bytes: Bytes,
+        flags: DatasetFlags,
+    ) -> Result<DatasetRecord>;
+
+    /// Stores verified blocks of `tree_cid` with their leaf records and marks them in the
+    /// bitmap. Blocks already held are skipped. When the last one arrives, every manifest of
+    /// the tree becomes `Complete`. Fails with `QuotaExceeded` (storing none) if they do not fit.
+    fn put_leaf_blocks(&self, tree_cid: &Cid, blocks: &[LeafBlock]) -> Result<()>;
+
+    /// Makes everything written so far durable (fsync).
+    fn sync(&self) -> Result<()>;
+
+    // --- reading -------------------------------------------------------------------------------
+
+    /// The record of a stored manifest.
+    fn dataset(&self, manifest_cid: &Cid) -> Result<Option<DatasetRecord>>;
+
+    /// Every stored manifest, ordered by manifest CID bytes; `Partial` ones only if asked.
+    fn list_datasets(&self, include_partial: bool) -> Result<Vec<DatasetRecord>>;
+
+    /// The leaf record of `(tree_cid, index)`.
+    fn leaf(&self, tree_cid: &Cid, index: u64) -> Result<Option<LeafRecord>>;
+
+    /// The bytes of block `index` of `tree_cid`.
+    fn leaf_block(&self, tree_cid: &Cid, index: u64) -> Result<Option<Bytes>>;
+
+    /// Which blocks of `tree_cid` are held: one bit per index (LSB first within each byte),
+    /// `ceil(blocksCount / 8)` bytes; `None` if the tree is unknown.
+    fn bitmap(&self, tree_cid: &Cid) -> Result<Option<Vec<u8>>>;
+
+    /// Records a read of a dataset, for least-recently-used eviction of cached data.
+    fn touch(&self, manifest_cid: &Cid) -> Result<()>;
+
+    // --- changing state ------------------------------------------------------------------------
+
+    /// Sets the flags of a stored dataset; false if the manifest is not stored.
+    fn set_flags(&self, manifest_cid: &Cid, flags: DatasetFlags) -> Result<bool>;
+
+    /// Deletes a manifest, and the leaf records and blocks of its tree that no other manifest
+    /// or dataset references. False if nothing was stored. Pinning does not prevent an
+    /// explicit delete (the user asked for it); it prevents eviction.
+    fn delete_dataset(&self, manifest_cid: &Cid) -> Result<bool>;
+
+    /// The storage summary.
+    fn space(&self) -> Result<Space>;
+}
