@@ -252,8 +252,9 @@ impl FromStr for Cid {
             Some('z') => bs58::decode(chars.as_str())
                 .into_vec()
                 .map_err(|_| CidError::Incorrect("invalid base58btc"))?,
-            Some('b') => base32_lower_decode(chars.as_str())
-                .ok_or(CidError::Incorrect("invalid base32"))?,
+            Some('b') => {
+                base32_lower_decode(chars.as_str()).ok_or(CidError::Incorrect("invalid base32"))?
+            }
             Some(_) => return Err(CidError::Incorrect("unsupported multibase prefix")),
             None => return Err(CidError::Incorrect("empty CID")),
         };
@@ -299,7 +300,10 @@ mod tests {
     #[test]
     fn rejects_bad_text() {
         assert!(matches!("".parse::<Cid>(), Err(CidError::Incorrect(_))));
-        assert!(matches!("zzzz0".parse::<Cid>(), Err(CidError::Incorrect(_))));
+        assert!(matches!(
+            "zzzz0".parse::<Cid>(),
+            Err(CidError::Incorrect(_))
+        ));
         assert!(
             "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
                 .parse::<Cid>()

@@ -78,7 +78,9 @@ pub fn hash_blocks<B: AsRef<[u8]> + Sync>(blocks: &[B], threads: usize) -> Vec<D
         let mut parts = blocks.chunks(per);
         let first = parts.next().unwrap_or_default();
         let handles: Vec<_> = parts
-            .map(|part| s.spawn(move || part.iter().map(|b| sha256(b.as_ref())).collect::<Vec<_>>()))
+            .map(|part| {
+                s.spawn(move || part.iter().map(|b| sha256(b.as_ref())).collect::<Vec<_>>())
+            })
             .collect();
         let mut out: Vec<Digest> = first.iter().map(|b| sha256(b.as_ref())).collect();
         for h in handles {

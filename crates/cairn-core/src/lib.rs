@@ -7,6 +7,9 @@
 //! - [`merkle`]: tree construction, proofs and their binary form;
 //! - [`manifest`]: manifest encode/decode, including the erasure extension (field 20);
 //! - [`dataset`]: the streaming, multi-core dataset builder;
+//! - [`erasure`]: the stepped erasure-coding layout, Reed-Solomon parity, slot roots and cell
+//!   proofs, protected manifests;
+//! - [`wire`]: the `/storage/manifest/1.0.0` and `/storage/blockexc/1.0.0` messages;
 //! - [`pb`]: the small protobuf writer/reader the byte-exact formats use.
 //!
 //! This crate does no I/O, spawns no tasks and reads no clock. Decoders never panic on
@@ -16,12 +19,17 @@ mod bytes;
 pub mod chunk;
 pub mod cid;
 pub mod dataset;
+pub mod erasure;
 pub mod manifest;
 pub mod merkle;
 pub mod pb;
+pub mod wire;
 
 pub use chunk::{BlockSize, Chunker, InvalidBlockSize};
 pub use cid::{Cid, CidError, Codec, Digest, EMPTY_DIGEST, sha256};
 pub use dataset::{Dataset, DatasetBuilder, DatasetLeaves, HashedBlock, build_from_bytes};
+pub use erasure::{
+    CELL_SIZE, CellGeometry, CellProof, ErasureError, IndexClass, Layout, ProtectedDataset, protect,
+};
 pub use manifest::{ErasureExt, Manifest, ManifestError};
 pub use merkle::{MerkleProof, MerkleTree, ProofDecodeError};

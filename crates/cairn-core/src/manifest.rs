@@ -91,15 +91,17 @@ pub struct StepLayout {
 impl ErasureExt {
     /// The stepped layout for this extension and `block_size`.
     pub fn layout(&self, block_size: BlockSize) -> StepLayout {
+        // Saturating, so that an unvalidated extension cannot overflow; decoded manifests are
+        // validated and far from the limits.
         let k = u64::from(self.ec_k.max(1));
         let n = block_size.blocks_count(self.original_dataset_size);
-        let rounded = n.div_ceil(k) * k;
+        let rounded = n.div_ceil(k).saturating_mul(k);
         let steps = rounded / k;
         StepLayout {
             original_blocks: n,
             rounded,
             steps,
-            total: rounded + steps * u64::from(self.ec_m),
+            total: rounded.saturating_add(steps.saturating_mul(u64::from(self.ec_m))),
         }
     }
 
@@ -173,15 +175,24 @@ impl ErasureExt {
         if self.strategy != 1 {
             return Err(invalid(20, "strategy must be 1 (stepped)"));
         }
-        if self.ec_k < 2 || self.ec_m < 1 || self.ec_k + self.ec_m > MAX_EC_ROWS {
-            return Err(invalid(20, "k and m must satisfy 2 <= k, 1 <= m, k + m <= 1024"));
+        if self.ec_k < 2
+            || self.ec_m < 1
+            || u64::from(self.ec_k) + u64::from(self.ec_m) > u64::from(MAX_EC_ROWS)
+        {
+            return Err(invalid(
+                20,
+                "k and m must satisfy 2 <= k, 1 <= m, k + m <= 1024",
+            ));
         }
         if self.original_dataset_size == 0 {
             return Err(invalid(20, "originalDatasetSize must be at least 1"));
         }
         let layout = self.layout(block_size);
         if layout.total.checked_mul(u64::from(block_size.get())) != Some(dataset_size) {
-            return Err(invalid(20, "datasetSize does not match the protected layout"));
+            return Err(invalid(
+                20,
+                "datasetSize does not match the protected layout",
+            ));
         }
         if self.slot_roots.len() != (self.ec_k + self.ec_m) as usize {
             return Err(invalid(20, "slotRoots must hold exactly K + M roots"));
@@ -392,6 +403,27 @@ mod tests {
         let mut outer = Vec::new();
         pb::put_bytes_field(&mut outer, 1, &header);
         assert_eq!(Manifest::decode(&outer), Err(ManifestError::WireType(1)));
+    }
+
+    #[test]
+    fn huge_k_and_m_are_rejected_without_overflow() {
+        for (k, m) in [(u32::MAX, 1), (2, u32::MAX), (u32::MAX, u32::MAX)] {
+            let mut m0 = sample();
+            m0.erasure = Some(ErasureExt {
+                ec_k: k,
+                ec_m: m,
+                original_tree_cid: Cid::new(Codec::Root, [4; 32]),
+                original_dataset_size: u64::MAX,
+                strategy: 1,
+                slot_roots: vec![],
+            });
+            assert!(matches!(
+                Manifest::decode(&m0.encode()),
+                Err(ManifestError::Invalid { field: 20, .. })
+            ));
+            let ext = m0.erasure.as_ref().expect("ext");
+            let _ = ext.layout(BlockSize::MIN);
+        }
     }
 
     #[test]

@@ -165,9 +165,7 @@ impl MerkleProof {
     /// Climbs from `leaf` to the root this proof implies, making every check of `verify` except
     /// the final comparison (`wire.md` §4.5 `climb`). `None` if a check fails.
     pub fn climb(&self, leaf: &Digest) -> Option<Digest> {
-        if self.nleaves == 0
-            || self.index >= self.nleaves
-            || self.path.len() != depth(self.nleaves)
+        if self.nleaves == 0 || self.index >= self.nleaves || self.path.len() != depth(self.nleaves)
         {
             return None;
         }

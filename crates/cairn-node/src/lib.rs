@@ -3,8 +3,11 @@
 //!
 //! Start one with [`Node::start`]; stop it with [`Node::shutdown`].
 
+mod api;
 mod config;
+mod download;
 mod node;
+mod upload;
 
 pub use config::{DEFAULT_API_PORT, LogControl, NodeConfig};
 pub use node::{Node, NodeError};

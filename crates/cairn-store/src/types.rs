@@ -30,6 +30,17 @@ pub enum StoreError {
     /// The disk backend failed.
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// The store on disk was written in a format this version cannot read (a newer one).
+    #[error(
+        "store format version {found} is not supported (this cairn reads version {supported}); \
+         use a newer cairn or another data directory"
+    )]
+    UnsupportedFormat {
+        /// The version found on disk.
+        found: u32,
+        /// The version this code reads and writes.
+        supported: u32,
+    },
 }
 
 /// Result alias.
@@ -125,14 +136,25 @@ pub struct StagingId(pub u64);
 pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
     // --- blocks -------------------------------------------------------------------------------
 
-    /// True iff the block is stored. The empty block is always present.
+    /// True iff the block is stored. The empty block is always present; a stored manifest is a
+    /// block too (under its manifest CID).
     fn has_block(&self, cid: &Cid) -> Result<bool>;
 
-    /// The bytes of a stored block (the empty block is `Some(empty)`).
+    /// The bytes of a stored block (the empty block is `Some(empty)`, a stored manifest CID gives
+    /// the manifest bytes).
     fn get_block(&self, cid: &Cid) -> Result<Option<Bytes>>;
 
     /// Deletes a block that no dataset references.
+    ///
+    /// The empty block is virtual and never deleted (`NotFound`); a stored manifest CID gives
+    /// `Referenced` (delete it with [`BlockStore::delete_dataset`]).
     fn delete_block(&self, cid: &Cid) -> Result<BlockDeletion>;
+
+    /// Stores a standalone block, outside any dataset (bytes already checked against `cid`). It
+    /// counts in the quota and stays until [`BlockStore::delete_block`] removes it, even when no
+    /// leaf or staging record references it; it is never evicted. Storing a block already held
+    /// marks it standalone. Fails with `QuotaExceeded` (storing nothing) if it does not fit.
+    fn put_block(&self, cid: &Cid, data: Bytes) -> Result<()>;
 
     // --- uploads (tree unknown until the end) --------------------------------------------------
 

@@ -1,1 +1,180 @@
-fn main() {}
+//! `cairn`: runs a cairn storage node (`cairn start`) and talks to a running one over its REST API
+//! (`upload`, `download`, `ls`, `rm`, `space`, `info`).
+
+mod client;
+mod commands;
+mod config;
+mod failure;
+mod logging;
+mod size;
+mod start;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
+
+use crate::{
+    client::Client,
+    commands::{DownloadArgs, UploadArgs},
+    failure::{Failure, Outcome},
+    start::StartArgs,
+};
+
+/// cairn: a p2p storage node compatible with Codex / Logos Storage.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+struct Cli {
+    /// REST API of the node the client commands talk to
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        env = "CAIRN_API",
+        default_value = client::DEFAULT_API
+    )]
+    api: String,
+    /// Print machine-readable JSON (the node's JSON where it answers with some) and no progress
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node in the foreground until Ctrl-C or SIGTERM; prints its peer id and REST API URL
+    Start(StartArgs),
+    /// Upload a file; prints its manifest CID
+    Upload(UploadArgs),
+    /// Download a dataset (fetching it from the network if needed) to a file or stdout
+    Download(DownloadArgs),
+    /// List the datasets stored on the node
+    Ls,
+    /// Delete a dataset (or a block) from the node
+    Rm {
+        /// The manifest (or block) CID
+        #[arg(value_name = "CID")]
+        cid: String,
+    },
+    /// Show the node's storage use and quota
+    Space,
+    /// Show the node's identity, addresses and version
+    Info,
+}
+
+/// The full command, with the environment variable of every `start` setting in its help.
+fn command() -> clap::Command {
+    Cli::command()
+        .after_help(failure::EXIT_CODES_HELP)
+        .mut_subcommand("start", |start| {
+            start
+                .mut_args(config::with_env_note)
+                .after_help(config::start_after_help())
+        })
+}
+
+/// Parses the command line; clap's usage errors exit 64, `--help` and `--version` exit 0.
+fn parse() -> Result<Cli, ExitCode> {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    parsed.map_err(|err| {
+        // Printing help or an error to a closed stream is not worth a panic or another error.
+        let _ = err.print();
+        if err.use_stderr() {
+            ExitCode::from(failure::Code::Usage as u8)
+        } else {
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+fn run(cli: Cli) -> Outcome {
+    let json = cli.json;
+    if let Command::Start(args) = &cli.command {
+        return start::run(args, json);
+    }
+    let client = Client::new(&cli.api)?;
+    match &cli.command {
+        Command::Start(_) => Ok(()),
+        Command::Upload(args) => commands::upload(&client, args, json),
+        Command::Download(args) => commands::download(&client, args, json),
+        Command::Ls => commands::ls(&client, json),
+        Command::Rm { cid } => commands::rm(&client, cid, json),
+        Command::Space => commands::space(&client, json),
+        Command::Info => commands::info(&client, json),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(&failure),
+    }
+}
+
+fn report(failure: &Failure) -> ExitCode {
+    failure::eprint_line(&format!("error: {}", failure::render_chain(&failure.error)));
+    failure.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn start_help_lists_env_vars() {
+        let mut cmd = command();
+        cmd.build();
+        let start = cmd.find_subcommand_mut("start").unwrap();
+        let help = start.render_help().to_string();
+        for var in [
+            "CAIRN_CONFIG",
+            "CAIRN_DATA_DIR",
+            "CAIRN_API_BINDADDR",
+            "CAIRN_API_PORT",
+            "CAIRN_STORAGE_QUOTA",
+            "CAIRN_MAX_UPLOAD_SIZE",
+            "CAIRN_API_CORS_ORIGIN",
+            "CAIRN_LOG_LEVEL",
+        ] {
+            assert!(help.contains(var), "{var} missing from:\n{help}");
+        }
+        assert!(help.contains("$XDG_DATA_HOME/cairn"), "{help}");
+    }
+
+    #[test]
+    fn flags_parse() {
+        let cli = Cli::try_parse_from([
+            "cairn",
+            "start",
+            "--storage-quota",
+            "20GiB",
+            "--api-port",
+            "0",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        let Command::Start(args) = cli.command else {
+            panic!("not start")
+        };
+        assert_eq!(args.settings.storage_quota, Some(size::ByteSize(20 << 30)));
+        assert_eq!(args.settings.api_port, Some(0));
+        assert_eq!(args.settings.data_dir, None);
+
+        let cli = Cli::try_parse_from(["cairn", "ls", "--api", "http://h:1", "--json"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.api, "http://h:1");
+        assert!(Cli::try_parse_from(["cairn", "start", "--storage-quota", "lots"]).is_err());
+    }
+}
