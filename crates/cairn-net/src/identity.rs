@@ -113,6 +113,11 @@ impl Identity {
         }
     }
 
+    /// The keypair (for the swarm's transport and identify).
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
     /// The peer id.
     pub fn peer_id(&self) -> PeerId {
         self.peer_id

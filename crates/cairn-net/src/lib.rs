@@ -1,10 +1,25 @@
 //! cairn's networking layer: the only crate that depends on libp2p.
 //!
-//! For now it holds the node identity: the persisted Ed25519 keypair, the peer id, and signed
-//! peer records (SPR) in the text form Codex and Logos Storage use. The Swarm, Kad and the
-//! Gen-2 protocols land here next, behind a cloneable handle over bounded channels.
+//! - the node identity: the persisted Ed25519 keypair, the peer id, and signed peer records
+//!   (SPR) in the text form Codex and Logos Storage use;
+//! - the [`Network`]: one task owns the libp2p swarm (TCP + Noise + Yamux, identify, ping, Kad
+//!   with provider records keyed by multihash, connection limits, bans); `/storage/manifest/1.0.0`
+//!   and `/storage/blockexc/1.0.0` run on libp2p-stream streams with their own tasks. The handle
+//!   is cloneable and talks to the tasks over bounded channels.
+//!
+//! The byte formats are `cairn_core::wire`'s; this crate moves them over streams, checking every
+//! claimed length before it reads or allocates.
 
+mod api;
+mod bans;
+mod blockexc;
 mod identity;
+mod manifest;
+mod swarm;
+
+pub use api::{
+    ContentServer, NetConfig, NetError, NetEvent, NetStatus, Network, PeerInfo, ServedBlock,
+};
 
 pub use identity::{Identity, IdentityError, Spr, node_id_hex};
-pub use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId, multiaddr::Protocol};

@@ -36,6 +36,24 @@ pub struct NodeConfig {
     pub max_upload_size: Option<u64>,
     /// Origin for CORS headers, if any.
     pub api_cors_origin: Option<String>,
+    /// IP the p2p layer listens on (TCP; default 0.0.0.0).
+    pub listen_ip: IpAddr,
+    /// TCP port of the p2p layer (default 0: the OS chooses).
+    pub listen_port: u16,
+    /// Bootstrap peers, multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap_node: Vec<String>,
+    /// Addresses to announce to peers (external addresses).
+    pub announce_addr: Vec<String>,
+    /// Maximum connected peers (default 160).
+    pub max_peers: u32,
+    /// Seconds between re-provides of every advertised dataset (default 600).
+    pub reprovide_interval: u64,
+    /// Seconds a DHT provider lookup may take (default 30).
+    pub lookup_timeout: u64,
+    /// Test-only: serve some blocks corrupted, to test that peers detect and ban liars.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub corrupt_served_blocks: bool,
     /// Initial log filter (the binary applies it; kept here so config files can set it).
     pub log_level: String,
     /// Hook for changing the log filter at run time.
@@ -52,6 +70,14 @@ impl Default for NodeConfig {
             storage_quota: cairn_store::DEFAULT_QUOTA_BYTES,
             max_upload_size: None,
             api_cors_origin: None,
+            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_port: 0,
+            bootstrap_node: Vec::new(),
+            announce_addr: Vec::new(),
+            max_peers: 160,
+            reprovide_interval: 600,
+            lookup_timeout: 30,
+            corrupt_served_blocks: false,
             log_level: "info".to_owned(),
             log_control: None,
         }
@@ -67,6 +93,13 @@ impl fmt::Debug for NodeConfig {
             .field("storage_quota", &self.storage_quota)
             .field("max_upload_size", &self.max_upload_size)
             .field("api_cors_origin", &self.api_cors_origin)
+            .field("listen_ip", &self.listen_ip)
+            .field("listen_port", &self.listen_port)
+            .field("bootstrap_node", &self.bootstrap_node)
+            .field("announce_addr", &self.announce_addr)
+            .field("max_peers", &self.max_peers)
+            .field("reprovide_interval", &self.reprovide_interval)
+            .field("lookup_timeout", &self.lookup_timeout)
             .field("log_level", &self.log_level)
             .finish_non_exhaustive()
     }

@@ -1,4 +1,5 @@
-//! Streaming a locally stored dataset (or a byte range of it) as an HTTP body.
+//! Streaming a dataset (or a byte range of it) as an HTTP body, in order. Blocks that are not
+//! local yet are awaited from the transfer fetching them, if there is one.
 
 use std::sync::Arc;
 
@@ -6,6 +7,8 @@ use bytes::Bytes;
 use cairn_core::Cid;
 use cairn_store::BlockStore;
 use tokio::sync::mpsc;
+
+use crate::fetch::TransferLease;
 
 /// Blocks read ahead of the client.
 const READ_AHEAD_BLOCKS: usize = 8;
@@ -17,35 +20,58 @@ pub(crate) struct DatasetSource {
     pub(crate) block_size: u64,
 }
 
-/// Streams bytes `[start, end)` of the dataset. A block that cannot be read ends the stream
-/// with an error, which makes the server close the connection (the client sees a short body).
+/// Streams bytes `[start, end)` of the dataset. A block that is missing (and not being fetched
+/// by `transfer`) or cannot be read ends the stream with an error, which makes the server close
+/// the connection (the client sees a short body). The lease keeps the transfer alive while the
+/// stream is read.
 pub(crate) fn stream_range(
     store: Arc<dyn BlockStore>,
     source: DatasetSource,
     start: u64,
     end: u64,
+    transfer: Option<TransferLease>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(READ_AHEAD_BLOCKS);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         if start >= end {
             return;
         }
+        let mut watch = transfer.as_ref().map(|t| t.transfer.watch());
         let bs = source.block_size;
         let first = start / bs;
         let last = (end - 1) / bs;
         for index in first..=last {
-            let item = match store.leaf_block(&source.tree_cid, index) {
-                Ok(Some(block)) => {
-                    let block_start = index * bs;
-                    let from = start.saturating_sub(block_start).min(bs) as usize;
-                    let to = (end - block_start).min(bs).min(block.len() as u64) as usize;
-                    Ok(block.slice(from.min(to)..to))
+            let item = loop {
+                match store.leaf_block(&source.tree_cid, index) {
+                    Ok(Some(block)) => {
+                        let block_start = index * bs;
+                        let from = start.saturating_sub(block_start).min(bs) as usize;
+                        let to = (end - block_start).min(bs).min(block.len() as u64) as usize;
+                        break Ok(block.slice(from.min(to)..to));
+                    }
+                    Ok(None) => {
+                        let Some(rx) = watch.as_mut() else {
+                            break Err(std::io::Error::other(format!(
+                                "block {index} of {} is missing",
+                                source.tree_cid
+                            )));
+                        };
+                        let outcome = rx.borrow_and_update().outcome.clone();
+                        match outcome {
+                            Some(Err(e)) => {
+                                break Err(std::io::Error::other(format!("download failed: {e}")));
+                            }
+                            Some(Ok(())) => watch = None,
+                            None => {
+                                if runtime.block_on(rx.changed()).is_err() {
+                                    watch = None;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => break Err(std::io::Error::other(e.to_string())),
                 }
-                Ok(None) => Err(std::io::Error::other(format!(
-                    "block {index} of {} is missing",
-                    source.tree_cid
-                ))),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
             };
             let failed = item.is_err();
             if let Err(e) = &item {
@@ -55,12 +81,8 @@ pub(crate) fn stream_range(
                 return;
             }
         }
+        drop(transfer);
     });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
+    let mut rx = rx;
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -5,7 +5,9 @@
 
 mod api;
 mod config;
+mod content;
 mod download;
+mod fetch;
 mod node;
 mod upload;
 

@@ -1,22 +1,22 @@
 //! Node start-up and shutdown.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::AtomicU64},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use cairn_net::Identity;
+use cairn_net::{Identity, Multiaddr, NetConfig, Network};
 use cairn_store::{BlockStore, FjallStore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     api::{self, state::AppState},
     config::NodeConfig,
+    content::StoreContent,
+    fetch::Fetcher,
 };
 
 /// Subdirectory of the data dir that holds the store.
 const STORE_DIR: &str = "store";
+/// A download that receives no block for this long fails.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long in-flight requests may run on after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -49,6 +49,53 @@ pub enum NodeError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The p2p layer failed to start.
+    #[error("starting the network: {0}")]
+    Network(cairn_net::NetError),
+}
+
+fn parse_addrs(values: &[String], what: &str) -> Result<Vec<Multiaddr>, NodeError> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<Multiaddr>()
+                .map_err(|e| NodeError::Config(format!("{what} '{v}' is not a multiaddr: {e}")))
+        })
+        .collect()
+}
+
+/// The network settings of a node configuration.
+fn net_config(config: &NodeConfig) -> Result<NetConfig, NodeError> {
+    let bootstrap = parse_addrs(&config.bootstrap_node, "bootstrap node")?;
+    if let Some(bad) = bootstrap
+        .iter()
+        .find(|a| !a.iter().any(|p| matches!(p, cairn_net::Protocol::P2p(_))))
+    {
+        return Err(NodeError::Config(format!(
+            "bootstrap node '{bad}' must end with /p2p/<peer id>"
+        )));
+    }
+    if config.max_peers == 0 {
+        return Err(NodeError::Config("max peers must be above 0".into()));
+    }
+    if config.reprovide_interval == 0 {
+        return Err(NodeError::Config(
+            "reprovide interval must be above 0".into(),
+        ));
+    }
+    if config.lookup_timeout == 0 {
+        return Err(NodeError::Config("lookup timeout must be above 0".into()));
+    }
+    Ok(NetConfig {
+        listen_ip: config.listen_ip,
+        listen_port: config.listen_port,
+        bootstrap,
+        announce: parse_addrs(&config.announce_addr, "announce address")?,
+        max_peers: config.max_peers,
+        reprovide_interval: Duration::from_secs(config.reprovide_interval),
+        lookup_timeout: Duration::from_secs(config.lookup_timeout),
+        ..NetConfig::default()
+    })
 }
 
 /// A running node.
@@ -57,6 +104,7 @@ pub struct Node {
     api_addr: SocketAddr,
     peer_id: String,
     store: Arc<dyn BlockStore>,
+    net: Network,
     shutdown: CancellationToken,
     /// The server task; `None` once it has been awaited.
     server: Option<tokio::task::JoinHandle<()>>,
@@ -69,6 +117,7 @@ impl Node {
         if config.storage_quota == 0 {
             return Err(NodeError::Config("storage quota must be above 0".into()));
         }
+        let net_config = net_config(&config)?;
         let data_dir = config.data_dir.clone();
         let dir_error = |source| NodeError::DataDir {
             path: data_dir.clone(),
@@ -94,15 +143,38 @@ impl Node {
                     .map_err(NodeError::Store)?,
             )
         };
-        Node::serve(config, data_dir, identity, store).await
+        let (net, mut events) = Network::start(
+            &identity,
+            net_config,
+            Arc::new(StoreContent::new(
+                store.clone(),
+                config.corrupt_served_blocks,
+            )),
+        )
+        .await
+        .map_err(NodeError::Network)?;
+        let stall = STALL_TIMEOUT.max(Duration::from_secs(config.lookup_timeout));
+        let fetcher = Fetcher::new(store.clone(), net.clone(), stall);
+        {
+            let fetcher = fetcher.clone();
+            tokio::spawn(async move {
+                while let Some(event) = events.recv().await {
+                    fetcher.dispatch(event);
+                }
+            });
+        }
+        tokio::spawn(provide_stored(store.clone(), net.clone()));
+        Node::serve(config, data_dir, identity, store, net, fetcher).await
     }
 
-    /// Serves the API over an already opened store.
+    /// Serves the API over an already opened store and running network.
     async fn serve(
         config: NodeConfig,
         data_dir: std::path::PathBuf,
         identity: Identity,
         store: Arc<dyn BlockStore>,
+        net: Network,
+        fetcher: Fetcher,
     ) -> Result<Node, NodeError> {
         let addr = SocketAddr::new(config.api_bindaddr, config.api_port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -120,7 +192,7 @@ impl Node {
                 max_upload_size: config.max_upload_size,
                 cors_origin: config.api_cors_origin.clone(),
                 log_control: config.log_control.clone(),
-                next_download_id: AtomicU64::new(1),
+                fetcher,
             }),
         };
         let app = api::router(state);
@@ -154,6 +226,7 @@ impl Node {
             api_addr,
             peer_id,
             store,
+            net,
             shutdown,
             server: Some(server),
         })
@@ -167,6 +240,11 @@ impl Node {
     /// The node's libp2p peer id.
     pub fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// The network handle (for tests and embedding applications).
+    pub fn network(&self) -> &Network {
+        &self.net
     }
 
     /// Resolves when the node stopped on its own (it does not, short of a fatal error).
@@ -183,6 +261,7 @@ impl Node {
         if let Some(server) = self.server {
             let _ = server.await;
         }
+        self.net.shutdown().await;
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.sync()).await {
             Ok(Ok(())) => {}
@@ -190,5 +269,25 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "store sync task failed"),
         }
         tracing::info!("cairn node stopped");
+    }
+}
+
+/// Provides every complete, advertised dataset at start (`wire.md` §5.3); the network layer
+/// re-provides them on its timer from then on.
+async fn provide_stored(store: Arc<dyn BlockStore>, net: Network) {
+    let records = match tokio::task::spawn_blocking(move || store.list_datasets(false)).await {
+        Ok(Ok(records)) => records,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "listing datasets to provide failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for record in records.into_iter().filter(|r| r.flags.advertise) {
+        for cid in [record.manifest_cid, record.tree_cid] {
+            if let Err(e) = net.provide(cid).await {
+                tracing::warn!(%cid, error = %e, "providing a stored dataset failed");
+            }
+        }
     }
 }

@@ -1,166 +1,14 @@
 //! REST API tests against a real node on 127.0.0.1 with an OS-chosen port.
 
+mod common;
+
 use std::{
     io::{Read, Write},
     net::TcpStream,
     time::Duration,
 };
 
-use cairn_node::{Node, NodeConfig};
-
-const BASE: &str = "/api/storage/v1";
-
-struct TestNode {
-    rt: tokio::runtime::Runtime,
-    node: Option<Node>,
-    url: String,
-    addr: std::net::SocketAddr,
-    agent: ureq::Agent,
-    _dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: u16,
-    headers: ureq::http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-impl TestNode {
-    fn start() -> TestNode {
-        TestNode::start_with(|_| {})
-    }
-
-    fn start_with(adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        TestNode::start_in(dir, adjust)
-    }
-
-    fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut NodeConfig)) -> TestNode {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut config = NodeConfig {
-            data_dir: dir.path().to_path_buf(),
-            api_port: 0,
-            ..NodeConfig::default()
-        };
-        adjust(&mut config);
-        let node = rt.block_on(Node::start(config)).expect("node starts");
-        let addr = node.api_addr();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
-        TestNode {
-            url: format!("http://{addr}"),
-            addr,
-            rt,
-            node: Some(node),
-            agent,
-            _dir: dir,
-        }
-    }
-
-    fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
-        let mut resp = resp.expect("request completes");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(u64::MAX)
-            .read_to_vec()
-            .expect("body");
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        Self::finish(self.agent.get(format!("{}{path}", self.url)).call())
-    }
-
-    fn get_with(&self, path: &str, header: (&str, &str)) -> Reply {
-        Self::finish(
-            self.agent
-                .get(format!("{}{path}", self.url))
-                .header(header.0, header.1)
-                .call(),
-        )
-    }
-
-    fn delete(&self, path: &str) -> Reply {
-        Self::finish(self.agent.delete(format!("{}{path}", self.url)).call())
-    }
-
-    fn post(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.agent.post(format!("{}{path}", self.url));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        Self::finish(req.send(body))
-    }
-
-    fn upload(&self, data: &[u8]) -> String {
-        let r = self.post(&format!("{BASE}/data"), data, &[]);
-        assert_eq!(r.status, 200, "upload failed: {}", r.text());
-        assert!(
-            r.header("content-type")
-                .unwrap_or("")
-                .starts_with("text/plain")
-        );
-        r.text()
-    }
-
-    fn space(&self) -> serde_json::Value {
-        self.get(&format!("{BASE}/space")).json()
-    }
-
-    fn stop(mut self) -> tempfile::TempDir {
-        let node = self.node.take().expect("running");
-        self.rt.block_on(node.shutdown());
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::mem::replace(&mut self._dir, dir)
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            self.rt.block_on(node.shutdown());
-        }
-    }
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
+use common::{BASE, TestNode, pattern};
 
 #[test]
 fn upload_list_download_delete_round_trip() {
@@ -734,7 +582,7 @@ fn advertise_flag_round_trip() {
 }
 
 #[test]
-fn missing_blocks_answer_503_before_headers() {
+fn missing_blocks_with_no_peer_answer_404_before_headers() {
     // A manifest whose blocks are not local: stored straight into the store before the node
     // starts, as a download interrupted by a restart would leave it.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -758,8 +606,14 @@ fn missing_blocks_answer_503_before_headers() {
     }
     let n = TestNode::start_in(dir, |_| {});
     let r = n.get(&format!("{BASE}/data/{}", dataset.manifest_cid));
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.text().contains("not complete"), "{}", r.text());
+    // Nobody has the blocks: the fetch fails within the lookup bound, with a status and a
+    // reason, before any header of a 200 is sent.
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text().contains("no peer provided the missing blocks"),
+        "{}",
+        r.text()
+    );
     // Partial datasets are not listed.
     assert_eq!(
         n.get(&format!("{BASE}/data")).json()["content"],

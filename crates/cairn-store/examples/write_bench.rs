@@ -7,10 +7,12 @@
 //! ```
 //!
 //! `idle` opens an existing store in a fresh process and reports its RSS. With
-//! `WRITE_BENCH_TRACE=1` the upload prints the RSS every 128 MiB.
+//! `WRITE_BENCH_TRACE=1` the upload prints the RSS every 128 MiB; with `WRITE_BENCH_DELETE=1`
+//! the dataset is deleted at the end (time and peak RSS of the delete).
 //!
 //! Blocks are 64 KiB, written 16 per call like the upload path does, then committed (one
-//! fsync). CIDs are not the hashes of the bytes (hashing is the caller's cost, not the store's):
+//! fsync). The peak RSS is reported for the staging phase and, separately, for the commit (the
+//! kernel's peak counter is reset in between, Linux only). CIDs are not the hashes of the bytes (hashing is the caller's cost, not the store's):
 //! block i gets digest `H(i)` and the bytes differ per block. Compare with the disk floor:
 //! `dd if=/dev/zero of=DIR/dd bs=1M count=MiB conv=fsync`.
 
@@ -22,6 +24,13 @@ use cairn_store::{BlockStore, DatasetFlags, FjallStore};
 
 const BLOCK: usize = 64 * 1024;
 const BATCH: usize = 16;
+
+/// Resets this process's peak RSS (`VmHWM`) to its current RSS (Linux `clear_refs`).
+fn reset_peak() {
+    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
+        println!("(cannot reset the peak RSS: {e})");
+    }
+}
 
 /// `VmHWM` (peak) and `VmRSS` (current) of this process, in MiB.
 fn rss_mib() -> (f64, f64) {
@@ -103,23 +112,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.put_staged_blocks(id, &batch)?;
     }
     let staged = started.elapsed();
+    let (hwm, rss) = rss_mib();
+    println!("after staging: peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB");
     let size = (blocks * BLOCK) as u64;
     let dataset = Dataset::from_leaves(leaves, BlockSize::DEFAULT, size, None, None)?;
     let flags = DatasetFlags {
         pinned: true,
         advertise: false,
     };
+    let (_, with_tree) = rss_mib();
+    reset_peak();
+    let commit_started = Instant::now();
     store.commit_staging(id, &dataset, flags)?;
     let total = started.elapsed();
     let (hwm, rss) = rss_mib();
     println!(
-        "staged in {:.2} s, committed (incl. fsync) at {:.2} s: {:.0} MiB/s",
+        "staged in {:.2} s, committed (incl. fsync) in {:.2} s, total {:.2} s: {:.0} MiB/s",
         staged.as_secs_f64(),
+        commit_started.elapsed().as_secs_f64(),
         total.as_secs_f64(),
         mib as f64 / total.as_secs_f64()
     );
-    println!("after upload: peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB");
+    println!(
+        "commit: peak RSS {hwm:.1} MiB (+{:.1} over the {with_tree:.1} MiB before it, Merkle \
+         tree included), RSS after {rss:.1} MiB",
+        hwm - with_tree
+    );
     println!("space: {:?}", store.space()?);
+    let manifest_cid = dataset.manifest_cid;
     drop(dataset);
     drop(store);
 
@@ -132,7 +152,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.disk_space()? as f64 / 1048576.0
     );
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let (_, rss) = rss_mib();
-    println!("idle 2 s later: RSS {rss:.1} MiB");
+    let (_, before) = rss_mib();
+    println!("idle 2 s later: RSS {before:.1} MiB");
+    if std::env::var_os("WRITE_BENCH_DELETE").is_none() {
+        return Ok(());
+    }
+
+    reset_peak();
+    let started = Instant::now();
+    store.delete_dataset(&manifest_cid)?;
+    store.sync()?;
+    let (hwm, rss) = rss_mib();
+    println!(
+        "deleted in {:.2} s: peak RSS {hwm:.1} MiB (+{:.1}), RSS after {rss:.1} MiB, space {:?}",
+        started.elapsed().as_secs_f64(),
+        hwm - before,
+        store.space()?
+    );
     Ok(())
 }

@@ -10,9 +10,14 @@ use crate::types::{DatasetFlags, Result, StoreError};
 pub(crate) type CidKey = [u8; CID_LEN];
 
 /// The on-disk format this code writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Key of the format version in the meta table.
 pub(crate) const VERSION_KEY: &[u8] = b"format_version";
+
+/// `detached` record value: a commit is writing the tree's leaf records.
+pub(crate) const DETACHED_COMMIT: u8 = 1;
+/// `detached` record value: a delete is removing the tree's leaf records.
+pub(crate) const DETACHED_DELETE: u8 = 2;
 
 /// Bytes per bitmap chunk.
 pub(crate) const CHUNK_BYTES: u64 = 1024;

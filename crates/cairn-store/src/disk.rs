@@ -10,7 +10,7 @@ use fjall::{
 
 use crate::engine::Engine;
 use crate::kv::{Batch, Kv, Op, ScanFn, Table};
-use crate::types::{Result, StoreError};
+use crate::types::{Result, StoreError, StoreOptions};
 
 /// Block cache of the database (index and filter blocks, small values).
 const CACHE_BYTES: u64 = 8 * 1024 * 1024;
@@ -28,6 +28,18 @@ const THROTTLE_MAX_WAIT: Duration = Duration::from_secs(10);
 
 fn backend(e: fjall::Error) -> StoreError {
     StoreError::Backend(e.to_string())
+}
+
+/// The smallest key above every key starting with `prefix`, if there is one.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 /// The fjall database and its keyspaces, indexed like [`Table::ALL`].
@@ -80,10 +92,24 @@ impl Kv for FjallKv {
             .map(Bytes::from))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], f: &mut ScanFn<'_>) -> Result<()> {
-        for guard in self.space(table).prefix(prefix) {
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()> {
+        let start = from.max(prefix);
+        let space = self.space(table);
+        let iter = match prefix_end(prefix) {
+            Some(end) => space.range(start..end.as_slice()),
+            None => space.range(start..),
+        };
+        for guard in iter {
             let (k, v) = guard.into_inner().map_err(backend)?;
-            f(&k, &v)?;
+            if !k.starts_with(prefix) || f(&k, &v)?.is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -156,8 +182,8 @@ impl Kv for FjallKv {
 /// A [`BlockStore`](crate::BlockStore) on disk, in a fjall database.
 ///
 /// Blocks live in a key-value-separated keyspace (blob files, no compression); every change is
-/// one atomic fjall batch; a committed upload is fsynced once. At open, writes interrupted by a
-/// crash are rolled back. `docs/on-disk-format.md` describes the layout.
+/// made of atomic fjall batches, each leaving the store consistent; a committed upload is
+/// fsynced once. At open, writes interrupted by a crash are rolled back or finished. `docs/on-disk-format.md` describes the layout.
 #[derive(Debug)]
 pub struct FjallStore {
     engine: Engine<FjallKv>,
@@ -169,15 +195,35 @@ impl FjallStore {
     /// Fails with [`StoreError::UnsupportedFormat`] if the directory was written by a newer
     /// format, and with [`StoreError::Backend`] if another process has it open.
     pub fn open(path: impl AsRef<Path>, quota: u64) -> Result<FjallStore> {
+        FjallStore::open_with(path, quota, StoreOptions::default())
+    }
+
+    /// [`FjallStore::open`] with options.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        quota: u64,
+        options: StoreOptions,
+    ) -> Result<FjallStore> {
         let kv = FjallKv::open(path.as_ref())?;
         Ok(FjallStore {
-            engine: Engine::open(kv, quota)?,
+            engine: Engine::open(kv, quota, &options)?,
         })
     }
 
     /// Bytes the database takes on disk (journals, tables and blob files).
     pub fn disk_space(&self) -> Result<u64> {
         self.engine.kv().db.disk_space().map_err(backend)
+    }
+}
+
+impl FjallStore {
+    /// Test support (feature `fault-injection`): checks the stored tables against each other
+    /// and against the in-memory state (reference counts, leaf records and bitmaps, leftover
+    /// records, counters); `StoreError::Corrupt` says what is wrong. Run it while no
+    /// operation is in progress.
+    #[cfg(feature = "fault-injection")]
+    pub fn check_integrity(&self) -> Result<()> {
+        self.engine.check_integrity()
     }
 }
 

@@ -1,32 +1,36 @@
 //! The store logic, written once over [`Kv`], so the disk and memory stores behave identically.
 //!
 //! Every change goes through one store-wide mutex (reference counts, counters and the in-memory
-//! indexes are read-modify-write) and lands in the key-value store as one atomic batch. Reads of a
+//! indexes are read-modify-write) and lands in the key-value store in atomic batches. Reads of a
 //! single record (`get_block`, `leaf`, ...) take no lock.
+//!
+//! Operations over a whole dataset (commit, abort, delete, recovery at open) write batches of at
+//! most `batch_records` records, each leaving the store consistent, so their memory does not
+//! grow with the dataset (`docs/on-disk-format.md` §3 gives the rules). A commit writes its leaf
+//! records without holding the lock between batches; the tree it writes is *busy* meanwhile and
+//! other changes to that tree's manifests wait for it (`wait_idle`).
 //!
 //! In memory, besides the counters: every dataset record (small: flags, access time and the
 //! manifest bytes), every tree record, and per staged write a bitset of the staged indices. Block
 //! reference counts and leaf records stay in the key-value store.
 
-use std::collections::{BTreeMap, HashMap, hash_map::Entry};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap, HashSet, hash_map::Entry};
+use std::ops::ControlFlow;
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use cairn_core::{Cid, Codec, Dataset, Manifest, MerkleProof};
 
 use crate::codec::{
-    CHUNK_BITS, CidKey, FORMAT_VERSION, MAX_BLOCKS, RefVal, TreeVal, VERSION_KEY, bitmap_key,
-    chunk_count, chunk_len, cid_from, dataset_value, full_bitmap, leaf_block_cid, leaf_key,
-    leaf_value, parse_dataset_value, parse_staging_key, staging_key,
+    CHUNK_BITS, CidKey, DETACHED_COMMIT, DETACHED_DELETE, FORMAT_VERSION, MAX_BLOCKS, RefVal,
+    TreeVal, VERSION_KEY, bitmap_key, chunk_count, chunk_len, cid_from, dataset_value, full_bitmap,
+    leaf_block_cid, leaf_key, leaf_value, parse_dataset_value, parse_staging_key, staging_key,
 };
 use crate::kv::{Batch, Kv, Table};
 use crate::types::{
-    BlockDeletion, DatasetFlags, DatasetRecord, DatasetState, LeafBlock, LeafRecord, Result, Space,
-    StagingId, StoreError,
+    BatchedOp, BlockDeletion, DatasetFlags, DatasetRecord, DatasetState, LeafBlock, LeafRecord,
+    Result, Space, StagingId, StoreError, StoreOptions,
 };
-
-/// Staging records rolled back per batch at open.
-const RECOVERY_BATCH: usize = 4096;
 
 /// What the store keeps in memory about a manifest.
 #[derive(Debug, Clone)]
@@ -63,6 +67,18 @@ impl TreeEntry {
     }
 }
 
+/// Where a staged write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Phase {
+    /// Taking blocks.
+    #[default]
+    Open,
+    /// A commit is under way (partly outside the lock); other calls on this staging fail.
+    Committing,
+    /// A commit failed after it had moved some staging records: only an abort is accepted.
+    Failed,
+}
+
 /// A staged write in progress.
 #[derive(Debug, Default)]
 struct StagingEntry {
@@ -70,8 +86,7 @@ struct StagingEntry {
     staged: Vec<u64>,
     count: u64,
     max_index: Option<u64>,
-    /// A commit is under way (outside the lock); other calls on this staging fail.
-    busy: bool,
+    phase: Phase,
 }
 
 impl StagingEntry {
@@ -90,6 +105,17 @@ impl StagingEntry {
         self.count += 1;
         self.max_index = self.max_index.max(Some(i));
     }
+
+    /// Fails unless the staging takes calls other than an abort.
+    fn check_open(&self, id: u64) -> Result<()> {
+        match self.phase {
+            Phase::Open => Ok(()),
+            Phase::Committing => Err(invalid(format!("staging {id} is being committed"))),
+            Phase::Failed => Err(invalid(format!(
+                "staging {id} failed during its commit; abort it"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,12 +124,20 @@ struct State {
     used: u64,
     /// Stored blocks and manifests.
     stored: u64,
+    /// Bytes set aside for the manifests of commits in progress (count against the quota).
+    reserved: u64,
     datasets: BTreeMap<CidKey, DsEntry>,
     trees: HashMap<Cid, TreeEntry>,
     stagings: HashMap<u64, StagingEntry>,
     next_staging: u64,
     /// Logical clock of accesses, for LRU eviction.
     clock: u64,
+    /// Trees a commit is writing. Their manifests are neither added, deleted nor evicted until
+    /// it ends (callers wait on `Engine::idle`).
+    busy: HashSet<Cid>,
+    /// Trees with a `detached` record whose cleanup failed in this process: cleaned up before
+    /// the tree is stored again (and at the next open in any case).
+    detached: HashSet<Cid>,
 }
 
 impl State {
@@ -214,8 +248,33 @@ impl Counts {
     }
 }
 
+/// How a commit finds its tree when it starts. Changes to the tree's manifests wait for the
+/// commit, so a `New` tree stays unrecorded and a `Complete` one complete until the commit ends;
+/// a `Partial` one may be completed meanwhile by downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No tree record: the leaf records are written under a `detached` record.
+    New,
+    /// Partially downloaded: missing indices get leaf records, held ones are released.
+    Partial,
+    /// Already complete: the staged blocks are duplicates and are released.
+    Complete,
+}
+
 fn invalid(msg: impl Into<String>) -> StoreError {
     StoreError::Invalid(msg.into())
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Backend("store lock poisoned by a panic".into())
+}
+
+/// The smallest key above `key` (to resume a scan after it).
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
 }
 
 /// Checks a block's CID against its bytes' shape (the hash itself was checked by the caller).
@@ -235,7 +294,16 @@ fn check_block(cid: &Cid, data: &Bytes) -> Result<()> {
 pub(crate) struct Engine<K: Kv> {
     kv: K,
     quota: u64,
+    /// Most records per batch of a [`BatchedOp`].
+    batch: usize,
     state: Mutex<State>,
+    /// Signalled when a tree stops being busy.
+    idle: Condvar,
+    #[cfg(feature = "fault-injection")]
+    fault_hook: Option<crate::types::FaultHook>,
+    /// Set when the fault hook simulated a crash: the store then refuses every locked call.
+    #[cfg(feature = "fault-injection")]
+    crashed: std::sync::atomic::AtomicBool,
 }
 
 impl<K: Kv> std::fmt::Debug for Engine<K> {
@@ -243,29 +311,31 @@ impl<K: Kv> std::fmt::Debug for Engine<K> {
         f.debug_struct("Engine")
             .field("kv", &self.kv)
             .field("quota", &self.quota)
+            .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
 }
 
 impl<K: Kv> Engine<K> {
-    /// Opens the store over `kv`: checks the format version, rolls back every leftover staging
-    /// record (a write interrupted by a crash) and loads the indexes and counters.
-    pub(crate) fn open(kv: K, quota: u64) -> Result<Engine<K>> {
+    /// Opens the store over `kv`: checks the format version, finishes or rolls back what a
+    /// crash interrupted (detached trees, staging records) and loads the indexes and counters.
+    pub(crate) fn open(kv: K, quota: u64, options: &StoreOptions) -> Result<Engine<K>> {
         check_version(&kv)?;
-        let rolled_back = rollback_staging(&kv)?;
-        let state = load_state(&kv)?;
-        if rolled_back > 0 {
-            kv.sync()?;
-            tracing::info!(
-                records = rolled_back,
-                "rolled back interrupted staged writes"
-            );
-        }
-        Ok(Engine {
+        let engine = Engine {
             kv,
             quota,
-            state: Mutex::new(state),
-        })
+            batch: options.batch_records.max(1),
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            #[cfg(feature = "fault-injection")]
+            fault_hook: options.fault_hook.clone(),
+            #[cfg(feature = "fault-injection")]
+            crashed: std::sync::atomic::AtomicBool::new(false),
+        };
+        engine.recover()?;
+        let state = load_state(&engine.kv)?;
+        *engine.lock()? = state;
+        Ok(engine)
     }
 
     /// The backend (for tests and tools).
@@ -273,10 +343,93 @@ impl<K: Kv> Engine<K> {
         &self.kv
     }
 
+    /// The quota.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn quota(&self) -> u64 {
+        self.quota
+    }
+
+    /// The in-memory state [`Engine::check_integrity`] compares the tables with.
+    #[cfg(feature = "fault-injection")]
+    pub(crate) fn snapshot(&self) -> Result<crate::check::Snapshot> {
+        let st = self.lock()?;
+        Ok(crate::check::Snapshot {
+            used: st.used,
+            stored: st.stored,
+            trees: st
+                .trees
+                .iter()
+                .map(|(k, t)| (*k, (t.blocks_count, t.held, t.manifests)))
+                .collect(),
+            datasets: st.datasets.iter().map(|(k, e)| (*k, e.tree)).collect(),
+            stagings: st.stagings.keys().copied().collect(),
+            detached: st.detached.iter().copied().collect(),
+            busy: st.busy.len(),
+        })
+    }
+
+    /// True once the fault hook simulated a crash.
+    fn crashed(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.crashed.load(std::sync::atomic::Ordering::SeqCst)
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
+
+    /// Called after each batch of a [`BatchedOp`]: the fault hook's chance to stop it.
+    fn after_batch(&self, op: BatchedOp, batches: u64) -> Result<()> {
+        #[cfg(feature = "fault-injection")]
+        if let Some(hook) = &self.fault_hook {
+            match hook(op, batches) {
+                crate::types::Fault::Continue => {}
+                crate::types::Fault::Error => {
+                    return Err(StoreError::Backend(format!(
+                        "injected error after batch {batches} of {op:?}"
+                    )));
+                }
+                crate::types::Fault::Crash => {
+                    self.crashed
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.idle.notify_all();
+                    return Err(StoreError::Backend(format!(
+                        "injected crash after batch {batches} of {op:?}"
+                    )));
+                }
+            }
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        let _ = (op, batches);
+        Ok(())
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, State>> {
-        self.state
-            .lock()
-            .map_err(|_| StoreError::Backend("store lock poisoned by a panic".into()))
+        if self.crashed() {
+            return Err(StoreError::Backend(
+                "the store stopped at an injected fault; open it again".into(),
+            ));
+        }
+        self.state.lock().map_err(|_| poisoned())
+    }
+
+    /// Waits until no commit is writing `tree`.
+    fn wait_idle<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        tree: &Cid,
+    ) -> Result<MutexGuard<'a, State>> {
+        while st.busy.contains(tree) {
+            st = self.idle.wait(st).map_err(|_| poisoned())?;
+            if self.crashed() {
+                return Err(StoreError::Backend(
+                    "the store stopped at an injected fault; open it again".into(),
+                ));
+            }
+        }
+        Ok(st)
     }
 
     fn get_ref(&self, key: &CidKey) -> Result<Option<RefVal>> {
@@ -288,11 +441,21 @@ impl<K: Kv> Engine<K> {
 
     /// Reads the current reference records of every block in `plan`.
     fn resolve(&self, plan: &RefPlan) -> Result<Resolved> {
+        self.resolve_with(plan, false)
+    }
+
+    /// Like [`Engine::resolve`]; if `lenient` (recovery at open), a release that finds no
+    /// reference record, or a count already at 0, is logged and skipped instead of failing.
+    fn resolve_with(&self, plan: &RefPlan, lenient: bool) -> Result<Resolved> {
         let mut r = Resolved::default();
         for (key, (delta, data)) in &plan.deltas {
             match self.get_ref(key)? {
                 None => {
                     if *delta < 0 {
+                        if lenient {
+                            tracing::warn!("releasing a block that has no reference record");
+                            continue;
+                        }
                         return Err(StoreError::Corrupt(
                             "releasing a block that has no reference record".into(),
                         ));
@@ -318,9 +481,18 @@ impl<K: Kv> Engine<K> {
                         continue;
                     }
                     let count = i128::from(old.count) + i128::from(*delta);
-                    let count = u64::try_from(count).map_err(|_| {
-                        StoreError::Corrupt("block reference count below zero".into())
-                    })?;
+                    let count = match u64::try_from(count) {
+                        Ok(c) => c,
+                        Err(_) if lenient => {
+                            tracing::warn!("block reference count below zero");
+                            0
+                        }
+                        Err(_) => {
+                            return Err(StoreError::Corrupt(
+                                "block reference count below zero".into(),
+                            ));
+                        }
+                    };
                     if count == 0 && !old.loose {
                         r.del_bytes += old.len;
                         r.del_blocks += 1;
@@ -335,6 +507,32 @@ impl<K: Kv> Engine<K> {
         Ok(r)
     }
 
+    /// Reads up to `batch` pairs of `table` under `prefix`, from key `from` on, mapped by `f`,
+    /// and moves `from` past the last one. Also says whether more may follow.
+    fn page<T>(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &mut Vec<u8>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<T>,
+    ) -> Result<(Vec<T>, bool)> {
+        let mut out = Vec::new();
+        let mut last = None;
+        self.kv.scan_from(table, prefix, from, &mut |k, v| {
+            out.push(f(k, v)?);
+            if out.len() >= self.batch {
+                last = Some(successor(k));
+                return Ok(ControlFlow::Break(()));
+            }
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let more = last.is_some();
+        if let Some(next) = last {
+            *from = next;
+        }
+        Ok((out, more))
+    }
+
     /// Runs `build` until its write fits in the quota, evicting one cached dataset (least
     /// recently used first, never one of tree `exclude`) each time it does not. `build` returns
     /// its plan with the bytes the write adds and frees.
@@ -347,19 +545,21 @@ impl<K: Kv> Engine<K> {
         loop {
             let (plan, add, del) = build(st)?;
             let needed = add.saturating_sub(del);
-            if needed == 0 || st.used.saturating_add(needed) <= self.quota {
+            let taken = st.used.saturating_add(st.reserved);
+            if needed == 0 || taken.saturating_add(needed) <= self.quota {
                 return Ok(plan);
             }
             if !self.evict_one(st, exclude)? {
                 return Err(StoreError::QuotaExceeded {
                     needed,
-                    free: self.quota.saturating_sub(st.used),
+                    free: self.quota.saturating_sub(taken),
                 });
             }
         }
     }
 
-    /// Evicts the least recently used cached dataset: complete, unpinned, not of `exclude`.
+    /// Evicts the least recently used cached dataset: complete, unpinned, not of `exclude` nor
+    /// of a tree being committed.
     fn evict_one(&self, st: &mut State, exclude: Option<&Cid>) -> Result<bool> {
         let victim = st
             .datasets
@@ -367,6 +567,7 @@ impl<K: Kv> Engine<K> {
             .filter(|(_, e)| {
                 !e.flags.pinned
                     && Some(&e.tree) != exclude
+                    && !st.busy.contains(&e.tree)
                     && st.trees.get(&e.tree).is_some_and(TreeEntry::complete)
             })
             .min_by_key(|(k, e)| (e.last_access, **k))
@@ -378,7 +579,10 @@ impl<K: Kv> Engine<K> {
         self.delete_locked(st, &key)
     }
 
-    /// Deletes a manifest and, if it was the last of its tree, the tree.
+    /// Deletes a manifest and, if it was the last of its tree, the tree: first one batch
+    /// removes the manifest and tree records and marks the tree detached (the commit point),
+    /// then its leaf records and bitmap go in batches ([`Engine::clean_detached`]). The tree
+    /// must not be busy.
     fn delete_locked(&self, st: &mut State, key: &CidKey) -> Result<bool> {
         let Some(ds) = st.datasets.get(key) else {
             return Ok(false);
@@ -389,38 +593,13 @@ impl<K: Kv> Engine<K> {
             .trees
             .get(&tree_cid)
             .ok_or_else(|| StoreError::Corrupt("dataset without tree record".into()))?;
+        let tkey = tree_cid.to_bytes();
+        let last = tree.manifests <= 1;
         let mut batch = Batch::default();
         batch.del(Table::Datasets, *key);
-        let mut counts = Counts {
-            del_bytes: mlen,
-            del_items: 1,
-            ..Counts::default()
-        };
-        let last = tree.manifests <= 1;
         if last {
-            let tkey = tree_cid.to_bytes();
-            let mut plan = RefPlan::default();
-            let mut scan_err = None;
-            self.kv.scan(Table::Leaves, &tkey, &mut |k, v| {
-                match leaf_block_cid(v) {
-                    Ok(cid) => plan.release(&cid),
-                    Err(e) => scan_err = Some(e),
-                }
-                batch.del(Table::Leaves, k.to_vec());
-                Ok(())
-            })?;
-            if let Some(e) = scan_err {
-                return Err(e);
-            }
-            if !tree.complete() {
-                for c in 0..chunk_count(tree.blocks_count) {
-                    batch.del(Table::Bitmaps, bitmap_key(&tkey, c));
-                }
-            }
             batch.del(Table::Trees, tkey);
-            let c = self.resolve(&plan)?.emit(&mut batch);
-            counts.del_bytes += c.del_bytes;
-            counts.del_items += c.del_items;
+            batch.put(Table::Detached, tkey, vec![DETACHED_DELETE]);
         }
         self.kv.write(batch)?;
         st.datasets.remove(key);
@@ -429,8 +608,157 @@ impl<K: Kv> Engine<K> {
         } else if let Some(t) = st.trees.get_mut(&tree_cid) {
             t.manifests -= 1;
         }
-        counts.apply(st);
+        Counts {
+            del_bytes: mlen,
+            del_items: 1,
+            ..Counts::default()
+        }
+        .apply(st);
+        if last {
+            let mut batches = 1;
+            let cleaned = self.after_batch(BatchedOp::Delete, batches).and_then(|()| {
+                self.clean_detached(st, &tree_cid, BatchedOp::Delete, false, &mut batches)
+            });
+            if let Err(e) = cleaned {
+                if !self.crashed() {
+                    st.detached.insert(tree_cid);
+                }
+                return Err(e);
+            }
+        }
         Ok(true)
+    }
+
+    /// Deletes the leaf records (releasing their blocks) and bitmap chunks of a tree that has no
+    /// tree record, in batches, then its `detached` record. `lenient` at open (see
+    /// [`Engine::resolve_with`]).
+    fn clean_detached(
+        &self,
+        st: &mut State,
+        tree: &Cid,
+        op: BatchedOp,
+        lenient: bool,
+        batches: &mut u64,
+    ) -> Result<()> {
+        let tkey = tree.to_bytes();
+        let mut from = tkey.to_vec();
+        loop {
+            let (page, more) = self.page(Table::Leaves, &tkey, &mut from, |k, v| {
+                Ok((k.to_vec(), leaf_block_cid(v)?))
+            })?;
+            if !page.is_empty() {
+                let mut batch = Batch::default();
+                let mut plan = RefPlan::default();
+                for (k, cid) in page {
+                    plan.release(&cid);
+                    batch.del(Table::Leaves, k);
+                }
+                let counts = self.resolve_with(&plan, lenient)?.emit(&mut batch);
+                self.kv.write(batch)?;
+                counts.apply(st);
+                *batches += 1;
+                self.after_batch(op, *batches)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        let mut from = tkey.to_vec();
+        loop {
+            let (keys, more) =
+                self.page(Table::Bitmaps, &tkey, &mut from, |k, _| Ok(k.to_vec()))?;
+            let mut batch = Batch::default();
+            for k in keys {
+                batch.del(Table::Bitmaps, k);
+            }
+            if !more {
+                batch.del(Table::Detached, tkey);
+            }
+            self.kv.write(batch)?;
+            *batches += 1;
+            self.after_batch(op, *batches)?;
+            if !more {
+                break;
+            }
+        }
+        st.detached.remove(tree);
+        Ok(())
+    }
+
+    /// Deletes the staging records of `staging` (every staging if `None`), releasing their
+    /// blocks, in batches. Returns how many records went.
+    fn release_staging(
+        &self,
+        st: &mut State,
+        staging: Option<u64>,
+        op: BatchedOp,
+        lenient: bool,
+        batches: &mut u64,
+    ) -> Result<u64> {
+        let prefix = staging
+            .map(|s| s.to_be_bytes().to_vec())
+            .unwrap_or_default();
+        let mut from = prefix.clone();
+        let mut released = 0;
+        loop {
+            let (page, more) = self.page(Table::Staging, &prefix, &mut from, |k, v| {
+                parse_staging_key(k)?;
+                Ok((k.to_vec(), cid_from(v, "staging record")?))
+            })?;
+            if !page.is_empty() {
+                released += page.len() as u64;
+                let mut batch = Batch::default();
+                let mut plan = RefPlan::default();
+                for (k, cid) in page {
+                    plan.release(&cid);
+                    batch.del(Table::Staging, k);
+                }
+                let counts = self.resolve_with(&plan, lenient)?.emit(&mut batch);
+                self.kv.write(batch)?;
+                counts.apply(st);
+                *batches += 1;
+                self.after_batch(op, *batches)?;
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(released)
+    }
+
+    /// At open: finishes the cleanup of every detached tree (an interrupted delete, or the
+    /// leaf records of an interrupted commit) and rolls back every staging record (an upload
+    /// neither committed nor aborted). Counters are recomputed afterwards by `load_state`.
+    fn recover(&self) -> Result<()> {
+        let mut st = self.lock()?;
+        let mut trees = Vec::new();
+        self.kv.scan(Table::Detached, &[], &mut |k, _| {
+            trees.push(cid_from(k, "detached record")?);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        let mut batches = 0;
+        for tree in &trees {
+            if self.kv.get(Table::Trees, &tree.to_bytes())?.is_some() {
+                tracing::warn!(%tree, "detached record of a recorded tree; dropping the record");
+                let mut batch = Batch::default();
+                batch.del(Table::Detached, tree.to_bytes());
+                self.kv.write(batch)?;
+                batches += 1;
+                continue;
+            }
+            self.clean_detached(&mut st, tree, BatchedOp::Recovery, true, &mut batches)?;
+        }
+        let rolled_back =
+            self.release_staging(&mut st, None, BatchedOp::Recovery, true, &mut batches)?;
+        if batches > 0 {
+            self.kv.sync()?;
+            tracing::info!(
+                detached_trees = trees.len(),
+                staging_records = rolled_back,
+                "recovered from interrupted writes"
+            );
+        }
+        Ok(())
     }
 
     /// Reads the bitmap chunks holding `indices` (missing chunks are all clear).
@@ -582,9 +910,7 @@ impl<K: Kv> Engine<K> {
             .stagings
             .get(&staging.0)
             .ok_or(StoreError::UnknownStaging(staging.0))?;
-        if entry.busy {
-            return Err(invalid(format!("staging {} is being committed", staging.0)));
-        }
+        entry.check_open(staging.0)?;
         // The new (index, position) pairs; indices staged before must name the same block.
         let mut seen: HashMap<u64, &Cid> = HashMap::new();
         let mut fresh = Vec::with_capacity(blocks.len());
@@ -678,27 +1004,34 @@ impl<K: Kv> Engine<K> {
                 .stagings
                 .get_mut(&staging.0)
                 .ok_or(StoreError::UnknownStaging(staging.0))?;
-            if e.busy {
-                return Err(invalid(format!("staging {} is being committed", staging.0)));
-            }
+            e.check_open(staging.0)?;
             if e.count != n || e.max_index.is_some_and(|m| m >= n) {
                 return Err(invalid(format!(
                     "staging {} holds {} blocks, the dataset has {n}",
                     staging.0, e.count
                 )));
             }
-            e.busy = true;
+            e.phase = Phase::Committing;
         }
         let result = self.commit_busy(staging.0, dataset, flags);
         if result.is_err()
             && let Ok(mut st) = self.lock()
             && let Some(e) = st.stagings.get_mut(&staging.0)
+            && e.phase == Phase::Committing
         {
-            e.busy = false;
+            e.phase = Phase::Open;
         }
         result
     }
 
+    /// The commit of a staging marked `Committing`. Every index `0..n` is staged (checked).
+    ///
+    /// Batches, each consistent on its own: per `batch` indices, the staging records go and
+    /// their references move to new leaf records (a new tree: under a `detached` record, so a
+    /// crash has them deleted at open; a partial tree: bits set in its bitmap, as a download
+    /// would) or are released (indices already held). Then one small batch, the commit point,
+    /// writes the tree record (dropping the `detached` one) and the dataset record. The
+    /// manifest's quota is reserved at the start, so that last batch cannot fail for room.
     fn commit_busy(
         &self,
         sid: u64,
@@ -708,95 +1041,238 @@ impl<K: Kv> Engine<K> {
         let n = dataset.tree.leaf_count();
         let leaves = dataset.tree.leaves();
         let tree_cid = dataset.manifest.tree_cid;
-        let tkey = tree_cid.to_bytes();
-        let block_cid = |i: u64| Cid::new(Codec::Block, leaves[i as usize]);
 
-        // Outside the lock: every staged block must be the tree's leaf at its index, and the
-        // leaf records are prepared.
+        // Outside the lock: every staged block must be the tree's leaf at its index.
         let mut bad = None;
         self.kv
             .scan(Table::Staging, &sid.to_be_bytes(), &mut |k, v| {
                 let (_, index) = parse_staging_key(k)?;
                 let cid = cid_from(v, "staging record")?;
-                if index >= n || cid != block_cid(index) {
-                    bad.get_or_insert(index);
+                let leaf = usize::try_from(index).ok().and_then(|i| leaves.get(i));
+                if leaf.is_none_or(|d| cid != Cid::new(Codec::Block, *d)) {
+                    bad = Some(index);
+                    return Ok(ControlFlow::Break(()));
                 }
-                Ok(())
+                Ok(ControlFlow::Continue(()))
             })?;
         if let Some(index) = bad {
             return Err(invalid(format!(
                 "staged block {index} is not the tree's leaf {index}"
             )));
         }
-        let mut leaf_values = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let proof = dataset
-                .tree
-                .proof(i)
-                .map_err(|e| invalid(format!("proof of leaf {i}: {e}")))?;
-            leaf_values.push(leaf_value(&block_cid(i), &proof));
-        }
 
         let mkey = dataset.manifest_cid.to_bytes();
-        let mut st = self.lock()?;
-        let manifest_new = !st.datasets.contains_key(&mkey);
-        let mlen = if manifest_new {
-            dataset.manifest_bytes.len() as u64
-        } else {
-            0
-        };
-        // Room for the manifest; the tree being committed is not evicted meanwhile.
-        self.with_room(&mut st, Some(&tree_cid), |_| Ok(((), mlen, 0)))?;
-
-        let mut batch = Batch::default();
-        let mut plan = RefPlan::default();
-        let tree = st.trees.get(&tree_cid).copied();
-        match tree {
-            // Already complete: the staged blocks are duplicates.
-            Some(t) if t.complete() => {
-                for i in 0..n {
-                    plan.release(&block_cid(i));
-                }
+        let (mode, mlen) = {
+            let st = self.lock()?;
+            let mut st = self.wait_idle(st, &tree_cid)?;
+            if !st.trees.contains_key(&tree_cid) && st.detached.contains(&tree_cid) {
+                let mut batches = 0;
+                self.clean_detached(&mut st, &tree_cid, BatchedOp::Commit, false, &mut batches)?;
             }
-            // Partially downloaded: keep what is held, fill in the rest.
-            Some(t) => {
-                if t.blocks_count != n {
+            let mlen = if st.datasets.contains_key(&mkey) {
+                0
+            } else {
+                dataset.manifest_bytes.len() as u64
+            };
+            // Room for the manifest; the tree being committed is not evicted meanwhile.
+            self.with_room(&mut st, Some(&tree_cid), |_| Ok(((), mlen, 0)))?;
+            let mode = match st.trees.get(&tree_cid) {
+                None => Mode::New,
+                Some(t) if t.blocks_count != n => {
                     return Err(StoreError::Corrupt(format!(
                         "tree {tree_cid} is recorded with {} blocks, not {n}",
                         t.blocks_count
                     )));
                 }
-                let chunks = self.load_chunks(&tkey, n, (0..n).step_by(CHUNK_BITS as usize))?;
-                for (i, value) in leaf_values.into_iter().enumerate() {
-                    let i = i as u64;
-                    let chunk = &chunks[&(i / CHUNK_BITS)];
+                Some(t) if t.complete() => Mode::Complete,
+                Some(_) => Mode::Partial,
+            };
+            st.reserved += mlen;
+            st.busy.insert(tree_cid);
+            (mode, mlen)
+        };
+
+        let mut batches = 0;
+        let result = self
+            .commit_chunks(sid, dataset, mode, &mut batches)
+            .and_then(|()| self.commit_point(sid, dataset, flags, mlen));
+        match result {
+            Ok(record) => {
+                self.after_batch(BatchedOp::Commit, batches + 1)?;
+                self.kv.sync()?;
+                Ok(record)
+            }
+            Err(e) => {
+                if !self.crashed() {
+                    self.commit_failed(sid, &tree_cid, mode, mlen, batches);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The batches of a commit before its commit point (see [`Engine::commit_busy`]).
+    fn commit_chunks(
+        &self,
+        sid: u64,
+        dataset: &Dataset,
+        mode: Mode,
+        batches: &mut u64,
+    ) -> Result<()> {
+        let n = dataset.tree.leaf_count();
+        let leaves = dataset.tree.leaves();
+        let step = self.batch as u64;
+        let mut start = 0;
+        while start < n {
+            let end = start.saturating_add(step).min(n);
+            self.kv.throttle()?;
+            // Outside the lock: this batch's leaf records (a complete tree needs none).
+            let values = if mode == Mode::Complete {
+                Vec::new()
+            } else {
+                (start..end)
+                    .map(|i| {
+                        let proof = dataset
+                            .tree
+                            .proof(i)
+                            .map_err(|e| invalid(format!("proof of leaf {i}: {e}")))?;
+                        Ok(leaf_value(
+                            &Cid::new(Codec::Block, leaves[i as usize]),
+                            &proof,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            };
+            {
+                let mut st = self.lock()?;
+                self.commit_chunk(&mut st, sid, dataset, start..end, values, *batches == 0)?;
+            }
+            *batches += 1;
+            self.after_batch(BatchedOp::Commit, *batches)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// One batch of a commit: the staging records of `range` go; their references move to leaf
+    /// records `values` or are released.
+    fn commit_chunk(
+        &self,
+        st: &mut State,
+        sid: u64,
+        dataset: &Dataset,
+        range: std::ops::Range<u64>,
+        values: Vec<Bytes>,
+        first: bool,
+    ) -> Result<()> {
+        let n = dataset.tree.leaf_count();
+        let leaves = dataset.tree.leaves();
+        let tree_cid = dataset.manifest.tree_cid;
+        let tkey = tree_cid.to_bytes();
+        let block_cid = |i: u64| Cid::new(Codec::Block, leaves[i as usize]);
+        let missing_values = || StoreError::Corrupt("commit batch without its leaf records".into());
+
+        let mut batch = Batch::default();
+        let mut plan = RefPlan::default();
+        for i in range.clone() {
+            batch.del(Table::Staging, staging_key(sid, i));
+        }
+        let mut updated = None;
+        match st.trees.get(&tree_cid).copied() {
+            None => {
+                if values.len() as u64 != range.end - range.start {
+                    return Err(missing_values());
+                }
+                if first {
+                    batch.put(Table::Detached, tkey, vec![DETACHED_COMMIT]);
+                }
+                for (i, value) in range.zip(values) {
+                    batch.put(Table::Leaves, leaf_key(&tkey, i), value);
+                }
+            }
+            Some(t) if t.complete() => {
+                for i in range {
+                    plan.release(&block_cid(i));
+                }
+            }
+            Some(t) => {
+                if values.len() as u64 != range.end - range.start {
+                    return Err(missing_values());
+                }
+                let mut chunks = self.load_chunks(&tkey, n, range.clone())?;
+                let mut held = t.held;
+                for (i, value) in range.zip(values) {
+                    let chunk = chunks
+                        .get_mut(&(i / CHUNK_BITS))
+                        .ok_or_else(|| StoreError::Corrupt("bitmap chunk not loaded".into()))?;
                     let bit = i % CHUNK_BITS;
-                    if chunk[(bit / 8) as usize] & (1 << (bit % 8)) != 0 {
+                    let byte = &mut chunk[(bit / 8) as usize];
+                    let mask = 1u8 << (bit % 8);
+                    if *byte & mask != 0 {
                         plan.release(&block_cid(i));
                     } else {
+                        *byte |= mask;
+                        held += 1;
                         batch.put(Table::Leaves, leaf_key(&tkey, i), value);
                     }
                 }
-                for c in 0..chunk_count(n) {
-                    batch.del(Table::Bitmaps, bitmap_key(&tkey, c));
+                let t = TreeEntry { held, ..t };
+                if t.complete() {
+                    for c in 0..chunk_count(n) {
+                        batch.del(Table::Bitmaps, bitmap_key(&tkey, c));
+                    }
+                } else {
+                    for (c, bytes) in chunks {
+                        batch.put(Table::Bitmaps, bitmap_key(&tkey, c), bytes);
+                    }
                 }
+                batch.put(Table::Trees, tkey, t.encode());
+                updated = Some(t);
             }
+        }
+        let counts = self.resolve(&plan)?.emit(&mut batch);
+        self.kv.write(batch)?;
+        counts.apply(st);
+        if let Some(t) = updated {
+            st.trees.insert(tree_cid, t);
+        }
+        Ok(())
+    }
+
+    /// The last batch of a commit: tree record, dataset record; the commit is then done.
+    fn commit_point(
+        &self,
+        sid: u64,
+        dataset: &Dataset,
+        flags: DatasetFlags,
+        mlen: u64,
+    ) -> Result<DatasetRecord> {
+        let n = dataset.tree.leaf_count();
+        let tree_cid = dataset.manifest.tree_cid;
+        let tkey = tree_cid.to_bytes();
+        let mkey = dataset.manifest_cid.to_bytes();
+        let mut st = self.lock()?;
+        let mut batch = Batch::default();
+        let tree = match st.trees.get(&tree_cid).copied() {
             None => {
-                for (i, value) in leaf_values.into_iter().enumerate() {
-                    batch.put(Table::Leaves, leaf_key(&tkey, i as u64), value);
-                }
+                let t = TreeEntry {
+                    blocks_count: n,
+                    held: n,
+                    manifests: 0,
+                };
+                batch.put(Table::Trees, tkey, t.encode());
+                batch.del(Table::Detached, tkey);
+                t
             }
-        }
-        let new_tree = TreeEntry {
-            blocks_count: n,
-            held: n,
-            manifests: tree.map_or(0, |t| t.manifests) + u64::from(manifest_new),
+            Some(t) if t.complete() => t,
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "tree {tree_cid} is not complete after its commit"
+                )));
+            }
         };
-        batch.put(Table::Trees, tkey, new_tree.encode());
-        for i in 0..n {
-            batch.del(Table::Staging, staging_key(sid, i));
-        }
-        let mut counts = self.resolve(&plan)?.emit(&mut batch);
+        let mut counts = Counts::default();
+        let manifest_new = !st.datasets.contains_key(&mkey);
         let entry = match st.datasets.get(&mkey) {
             Some(old) => DsEntry {
                 flags: DatasetFlags {
@@ -806,7 +1282,7 @@ impl<K: Kv> Engine<K> {
                 ..old.clone()
             },
             None => {
-                counts.add_bytes += mlen;
+                counts.add_bytes += dataset.manifest_bytes.len() as u64;
                 counts.add_items += 1;
                 DsEntry {
                     manifest_cid: dataset.manifest_cid,
@@ -821,38 +1297,80 @@ impl<K: Kv> Engine<K> {
         self.put_dataset(&mut batch, &entry);
         self.kv.write(batch)?;
 
+        st.reserved = st.reserved.saturating_sub(mlen);
         counts.apply(&mut st);
-        st.trees.insert(tree_cid, new_tree);
+        st.trees.insert(
+            tree_cid,
+            TreeEntry {
+                manifests: tree.manifests + u64::from(manifest_new),
+                ..tree
+            },
+        );
         st.datasets.insert(mkey, entry.clone());
         st.stagings.remove(&sid);
-        let record = st.record(&entry);
-        drop(st);
-        self.kv.sync()?;
-        Ok(record)
+        st.busy.remove(&tree_cid);
+        self.idle.notify_all();
+        Ok(st.record(&entry))
+    }
+
+    /// Cleans up after a commit that failed before its commit point, having written `batches`
+    /// batches: the reservation and the busy mark go; if batches were written, the leaf records
+    /// of a new tree are deleted (more batches of the commit) and the staging only accepts an
+    /// abort (which releases its remaining records).
+    fn commit_failed(&self, sid: u64, tree: &Cid, mode: Mode, mlen: u64, mut batches: u64) {
+        let Ok(mut st) = self.lock() else {
+            return;
+        };
+        st.reserved = st.reserved.saturating_sub(mlen);
+        if batches > 0 {
+            if mode == Mode::New
+                && !st.trees.contains_key(tree)
+                && let Err(e) =
+                    self.clean_detached(&mut st, tree, BatchedOp::Commit, false, &mut batches)
+            {
+                tracing::warn!(%tree, error = %e, "cleaning up a failed commit failed");
+                if !self.crashed() {
+                    st.detached.insert(*tree);
+                }
+            }
+            if let Some(e) = st.stagings.get_mut(&sid) {
+                e.phase = Phase::Failed;
+            }
+        }
+        st.busy.remove(tree);
+        self.idle.notify_all();
     }
 
     pub(crate) fn abort_staging(&self, staging: StagingId) -> Result<()> {
         let mut st = self.lock()?;
         match st.stagings.get(&staging.0) {
             None => return Err(StoreError::UnknownStaging(staging.0)),
-            Some(e) if e.busy => {
+            Some(e) if e.phase == Phase::Committing => {
                 return Err(invalid(format!("staging {} is being committed", staging.0)));
             }
             Some(_) => {}
         }
-        let mut batch = Batch::default();
-        let mut plan = RefPlan::default();
-        self.kv
-            .scan(Table::Staging, &staging.0.to_be_bytes(), &mut |k, v| {
-                plan.release(&cid_from(v, "staging record")?);
-                batch.del(Table::Staging, k.to_vec());
+        let mut batches = 0;
+        match self.release_staging(
+            &mut st,
+            Some(staging.0),
+            BatchedOp::Abort,
+            false,
+            &mut batches,
+        ) {
+            Ok(_) => {
+                st.stagings.remove(&staging.0);
                 Ok(())
-            })?;
-        let counts = self.resolve(&plan)?.emit(&mut batch);
-        self.kv.write(batch)?;
-        counts.apply(&mut st);
-        st.stagings.remove(&staging.0);
-        Ok(())
+            }
+            Err(e) => {
+                if batches > 0
+                    && let Some(entry) = st.stagings.get_mut(&staging.0)
+                {
+                    entry.phase = Phase::Failed;
+                }
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn put_manifest(
@@ -872,7 +1390,8 @@ impl<K: Kv> Engine<K> {
         }
         let tree_cid = manifest.tree_cid;
         let mkey = manifest_cid.to_bytes();
-        let mut st = self.lock()?;
+        let st = self.lock()?;
+        let mut st = self.wait_idle(st, &tree_cid)?;
         if let Some(old) = st.datasets.get(&mkey) {
             let raised = DatasetFlags {
                 pinned: old.flags.pinned || flags.pinned,
@@ -897,6 +1416,10 @@ impl<K: Kv> Engine<K> {
                 "tree {tree_cid} is stored with {} blocks, the manifest says {blocks_count}",
                 t.blocks_count
             )));
+        }
+        if !st.trees.contains_key(&tree_cid) && st.detached.contains(&tree_cid) {
+            let mut batches = 0;
+            self.clean_detached(&mut st, &tree_cid, BatchedOp::Delete, false, &mut batches)?;
         }
         let mlen = manifest_bytes.len() as u64;
         self.with_room(&mut st, None, |_| Ok(((), mlen, 0)))?;
@@ -1062,6 +1585,22 @@ impl<K: Kv> Engine<K> {
         self.kv.get(Table::Blocks, &cid.to_bytes())
     }
 
+    pub(crate) fn tree_info(&self, tree_cid: &Cid) -> Result<Option<crate::TreeInfo>> {
+        let st = self.lock()?;
+        let Some(tree) = st.trees.get(tree_cid).copied() else {
+            return Ok(None);
+        };
+        let advertised = st
+            .datasets
+            .values()
+            .any(|d| d.tree == *tree_cid && d.flags.advertise);
+        Ok(Some(crate::TreeInfo {
+            blocks_count: tree.blocks_count,
+            held: tree.held,
+            advertised,
+        }))
+    }
+
     pub(crate) fn bitmap(&self, tree_cid: &Cid) -> Result<Option<Vec<u8>>> {
         let st = self.lock()?;
         let Some(tree) = st.trees.get(tree_cid).copied() else {
@@ -1118,8 +1657,15 @@ impl<K: Kv> Engine<K> {
     }
 
     pub(crate) fn delete_dataset(&self, manifest_cid: &Cid) -> Result<bool> {
+        let key = manifest_cid.to_bytes();
         let mut st = self.lock()?;
-        self.delete_locked(&mut st, &manifest_cid.to_bytes())
+        // A commit into this dataset's tree finishes first.
+        while let Some(tree) = st.datasets.get(&key).map(|e| e.tree)
+            && st.busy.contains(&tree)
+        {
+            st = self.wait_idle(st, &tree)?;
+        }
+        self.delete_locked(&mut st, &key)
     }
 
     pub(crate) fn space(&self) -> Result<Space> {
@@ -1173,51 +1719,11 @@ fn check_version(kv: &impl Kv) -> Result<()> {
 /// True iff `table` holds nothing.
 fn table_is_empty(kv: &impl Kv, table: Table) -> Result<bool> {
     let mut empty = true;
-    // The scan stops at the first pair: the callback's error is the way to stop it early.
-    let r = kv.scan(table, &[], &mut |_, _| {
+    kv.scan(table, &[], &mut |_, _| {
         empty = false;
-        Err(StoreError::Invalid("stop".into()))
-    });
-    match r {
-        Err(e) if empty => Err(e),
-        _ => Ok(empty),
-    }
-}
-
-/// Rolls back every staging record: releases its block and deletes it. Returns how many.
-fn rollback_staging(kv: &impl Kv) -> Result<usize> {
-    let mut records = Vec::new();
-    kv.scan(Table::Staging, &[], &mut |k, v| {
-        parse_staging_key(k)?;
-        records.push((k.to_vec(), cid_from(v, "staging record")?));
-        Ok(())
+        Ok(ControlFlow::Break(()))
     })?;
-    for part in records.chunks(RECOVERY_BATCH) {
-        let mut deltas: HashMap<CidKey, u64> = HashMap::new();
-        let mut batch = Batch::default();
-        for (k, cid) in part {
-            batch.del(Table::Staging, k.clone());
-            if *cid != Cid::EMPTY_BLOCK {
-                *deltas.entry(cid.to_bytes()).or_default() += 1;
-            }
-        }
-        for (key, n) in deltas {
-            let Some(v) = kv.get(Table::Refs, &key)? else {
-                tracing::warn!("staging record names a block without reference record");
-                continue;
-            };
-            let r = RefVal::decode(&v)?;
-            let count = r.count.saturating_sub(n);
-            if count == 0 && !r.loose {
-                batch.del(Table::Blocks, key);
-                batch.del(Table::Refs, key);
-            } else {
-                batch.put(Table::Refs, key, RefVal { count, ..r }.encode().to_vec());
-            }
-        }
-        kv.write(batch)?;
-    }
-    Ok(records.len())
+    Ok(empty)
 }
 
 /// Loads dataset and tree records and recomputes the counters.
@@ -1227,7 +1733,7 @@ fn load_state(kv: &impl Kv) -> Result<State> {
         let r = RefVal::decode(v)?;
         st.used += r.len;
         st.stored += 1;
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     kv.scan(Table::Trees, &[], &mut |k, v| {
         let tree = cid_from(k, "tree key")?;
@@ -1240,7 +1746,7 @@ fn load_state(kv: &impl Kv) -> Result<State> {
                 manifests: 0,
             },
         );
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     kv.scan(Table::Datasets, &[], &mut |k, v| {
         let manifest_cid = cid_from(k, "dataset key")?;
@@ -1270,7 +1776,7 @@ fn load_state(kv: &impl Kv) -> Result<State> {
                 last_access,
             },
         );
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     let orphans = st.trees.values().filter(|t| t.manifests == 0).count();
     if orphans > 0 {

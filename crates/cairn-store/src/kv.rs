@@ -1,6 +1,8 @@
 //! The small key-value interface the store logic is written against, implemented by the fjall
 //! backend (`disk.rs`) and the in-memory one (`mem.rs`).
 
+use std::ops::ControlFlow;
+
 use bytes::Bytes;
 
 use crate::types::Result;
@@ -24,11 +26,13 @@ pub(crate) enum Table {
     Bitmaps,
     /// Staging id ‖ index → block CID.
     Staging,
+    /// Tree CID → why its leaf records have no tree record (a commit or a delete in progress).
+    Detached,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position here).
-    pub(crate) const ALL: [Table; 8] = [
+    pub(crate) const ALL: [Table; 9] = [
         Table::Meta,
         Table::Blocks,
         Table::Refs,
@@ -37,6 +41,7 @@ impl Table {
         Table::Trees,
         Table::Bitmaps,
         Table::Staging,
+        Table::Detached,
     ];
 
     /// The fjall keyspace name.
@@ -50,6 +55,7 @@ impl Table {
             Table::Trees => "trees",
             Table::Bitmaps => "bitmaps",
             Table::Staging => "staging",
+            Table::Detached => "detached",
         }
     }
 
@@ -88,17 +94,24 @@ impl Batch {
     }
 }
 
-/// The callback of [`Kv::scan`]: key, value; an error stops the scan.
-pub(crate) type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+/// The callback of [`Kv::scan_from`]: key, value; `Break` (or an error) stops the scan.
+pub(crate) type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<ControlFlow<()>> + 'a;
 
 /// An ordered key-value store with atomic batches. Reads see every batch written before them.
 pub(crate) trait Kv: Send + Sync + std::fmt::Debug + 'static {
     /// The value under `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Bytes>>;
 
-    /// Calls `f` with every pair whose key starts with `prefix`, in key order. `f` must not call
-    /// back into the store.
-    fn scan(&self, table: Table, prefix: &[u8], f: &mut ScanFn<'_>) -> Result<()>;
+    /// Calls `f` with every pair whose key starts with `prefix` and is not below `from`, in key
+    /// order, until `f` breaks. `from` starts with `prefix`. `f` must not call back into the
+    /// store.
+    fn scan_from(&self, table: Table, prefix: &[u8], from: &[u8], f: &mut ScanFn<'_>)
+    -> Result<()>;
+
+    /// Calls `f` with every pair whose key starts with `prefix`, in key order, until it breaks.
+    fn scan(&self, table: Table, prefix: &[u8], f: &mut ScanFn<'_>) -> Result<()> {
+        self.scan_from(table, prefix, prefix, f)
+    }
 
     /// Applies `batch` atomically. Durable against a process crash once it returns; against a
     /// machine crash only after [`Kv::sync`].

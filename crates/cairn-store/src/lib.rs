@@ -14,6 +14,11 @@
 //! - **staging** records of writes in progress (uploads), so a crash never leaves a partial
 //!   dataset: at open, every staging record is rolled back and its unreferenced blocks reclaimed.
 //!
+//! Operations over a whole dataset (committing an upload, aborting one, deleting a dataset,
+//! recovering at open) write in batches of at most [`StoreOptions::batch_records`] records, so
+//! their memory does not grow with the dataset; each batch leaves the store consistent, and a
+//! crash between batches is finished or rolled back at the next open.
+//!
 //! Quota: `quota_used_bytes` counts the bytes of stored blocks and manifests exactly. A write that
 //! would pass the quota first evicts cached (unpinned, complete, not being written) datasets,
 //! least recently used first, and fails with [`StoreError::QuotaExceeded`] if that is not enough.
@@ -24,6 +29,8 @@
 //! Both backends share one implementation of these rules (`engine.rs`), written over a small
 //! ordered key-value interface; the on-disk layout is in `docs/on-disk-format.md`.
 
+#[cfg(feature = "fault-injection")]
+mod check;
 mod codec;
 mod disk;
 mod engine;
@@ -119,6 +126,12 @@ macro_rules! forward_block_store {
             }
             fn bitmap(&self, tree_cid: &cairn_core::Cid) -> $crate::Result<Option<Vec<u8>>> {
                 self.engine.bitmap(tree_cid)
+            }
+            fn tree_info(
+                &self,
+                tree_cid: &cairn_core::Cid,
+            ) -> $crate::Result<Option<$crate::TreeInfo>> {
+                self.engine.tree_info(tree_cid)
             }
             fn touch(&self, manifest_cid: &cairn_core::Cid) -> $crate::Result<()> {
                 self.engine.touch(manifest_cid)

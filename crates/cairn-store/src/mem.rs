@@ -2,20 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 use crate::engine::Engine;
 use crate::kv::{Batch, Kv, Op, ScanFn, Table};
-use crate::types::{Result, StoreError};
+use crate::types::{Result, StoreError, StoreOptions};
 
 type Map = BTreeMap<Vec<u8>, Bytes>;
 
-/// Ordered in-memory tables.
-#[derive(Debug, Default)]
+/// Ordered in-memory tables. Clones share them.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct MemKv {
-    tables: Mutex<[Map; Table::ALL.len()]>,
+    tables: Arc<Mutex<[Map; Table::ALL.len()]>>,
 }
 
 impl MemKv {
@@ -31,15 +31,21 @@ impl Kv for MemKv {
         Ok(self.tables()?[table.index()].get(key).cloned())
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], f: &mut ScanFn<'_>) -> Result<()> {
+    fn scan_from(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        from: &[u8],
+        f: &mut ScanFn<'_>,
+    ) -> Result<()> {
         let tables = self.tables()?;
+        let start = from.max(prefix);
         let range =
-            tables[table.index()].range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded));
+            tables[table.index()].range::<[u8], _>((Bound::Included(start), Bound::Unbounded));
         for (k, v) in range {
-            if !k.starts_with(prefix) {
+            if !k.starts_with(prefix) || f(k, v)?.is_break() {
                 break;
             }
-            f(k, v)?;
         }
         Ok(())
     }
@@ -74,9 +80,36 @@ pub struct MemStore {
 impl MemStore {
     /// An empty store with a quota of `quota` bytes.
     pub fn new(quota: u64) -> MemStore {
-        let engine = Engine::open(MemKv::default(), quota)
+        MemStore::with_options(quota, StoreOptions::default())
+    }
+
+    /// An empty store with a quota of `quota` bytes and these options.
+    pub fn with_options(quota: u64, options: StoreOptions) -> MemStore {
+        let engine = Engine::open(MemKv::default(), quota, &options)
             .expect("opening an empty in-memory store cannot fail");
         MemStore { engine }
+    }
+
+    /// Test support (feature `fault-injection`): a new store over the same tables, opened as a
+    /// restarted process would open a disk store, recovery included. `self` stands for the
+    /// process that died: do not use it afterwards, except to restart again (if this restart
+    /// failed, for instance at a fault injected during recovery).
+    #[cfg(feature = "fault-injection")]
+    pub fn restart(&self, options: StoreOptions) -> Result<MemStore> {
+        Ok(MemStore {
+            engine: Engine::open(self.engine.kv().clone(), self.engine.quota(), &options)?,
+        })
+    }
+}
+
+impl MemStore {
+    /// Test support (feature `fault-injection`): checks the stored tables against each other
+    /// and against the in-memory state (reference counts, leaf records and bitmaps, leftover
+    /// records, counters); `StoreError::Corrupt` says what is wrong. Run it while no
+    /// operation is in progress.
+    #[cfg(feature = "fault-injection")]
+    pub fn check_integrity(&self) -> Result<()> {
+        self.engine.check_integrity()
     }
 }
 

@@ -6,6 +6,100 @@ use cairn_core::{Cid, Dataset, MerkleProof};
 /// Default storage quota: 20 GiB.
 pub const DEFAULT_QUOTA_BYTES: u64 = 20 * 1024 * 1024 * 1024;
 
+/// Default of [`StoreOptions::batch_records`].
+pub const DEFAULT_BATCH_RECORDS: usize = 4096;
+
+/// Store tuning, for [`FjallStore::open_with`](crate::FjallStore::open_with) and
+/// [`MemStore::with_options`](crate::MemStore::with_options).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Most leaf or staging records one write batch holds in the operations that go over a
+    /// whole dataset ([`BatchedOp`]), so that their memory depends on this and not on the
+    /// dataset's size: a leaf record with its proof takes about 0.7 KiB (160 000 blocks), so
+    /// 4096 of them about 3 MiB. At least 1 (0 is taken as 1).
+    pub batch_records: usize,
+    /// Test support, see [`FaultHook`].
+    #[cfg(feature = "fault-injection")]
+    pub fault_hook: Option<FaultHook>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            batch_records: DEFAULT_BATCH_RECORDS,
+            #[cfg(feature = "fault-injection")]
+            fault_hook: None,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// These options with [`StoreOptions::batch_records`] set.
+    #[must_use]
+    pub fn with_batch_records(mut self, batch_records: usize) -> StoreOptions {
+        self.batch_records = batch_records;
+        self
+    }
+
+    /// These options with a [`FaultHook`].
+    #[cfg(feature = "fault-injection")]
+    #[must_use]
+    pub fn with_fault_hook(mut self, hook: FaultHook) -> StoreOptions {
+        self.fault_hook = Some(hook);
+        self
+    }
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("StoreOptions");
+        d.field("batch_records", &self.batch_records);
+        #[cfg(feature = "fault-injection")]
+        d.field("fault_hook", &self.fault_hook.is_some());
+        d.finish()
+    }
+}
+
+/// The operations that write in several batches of at most [`StoreOptions::batch_records`]
+/// records, each batch leaving the store consistent (`docs/on-disk-format.md` §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BatchedOp {
+    /// [`BlockStore::commit_staging`].
+    Commit,
+    /// [`BlockStore::abort_staging`].
+    Abort,
+    /// [`BlockStore::delete_dataset`], and evictions.
+    Delete,
+    /// Recovery at open: finishing interrupted deletes, rolling back interrupted writes.
+    Recovery,
+}
+
+/// Test support (feature `fault-injection`): what a [`FaultHook`] makes of the point it is
+/// called at.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Nothing: the operation goes on.
+    Continue,
+    /// The operation fails here with [`StoreError::Backend`], as if its next write had failed;
+    /// the store stays usable and the operation cleans up what it can, as it would after a real
+    /// write error.
+    Error,
+    /// A simulated crash: the operation stops here with [`StoreError::Backend`], cleaning
+    /// nothing up, and every later call that takes the store's lock fails. Drop the store and
+    /// open it again to recover (`FjallStore::open_with`, `MemStore::restart`).
+    Crash,
+}
+
+/// Test support (feature `fault-injection`): called after every batch a [`BatchedOp`] writes,
+/// with the number of batches that operation has written so far (a commit's last batch, its
+/// commit point, included). It runs on the writing thread, sometimes with the store locked: it
+/// must not call the store.
+#[cfg(feature = "fault-injection")]
+pub type FaultHook = std::sync::Arc<dyn Fn(BatchedOp, u64) -> Fault + Send + Sync>;
+
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -30,10 +124,10 @@ pub enum StoreError {
     /// The disk backend failed.
     #[error("storage backend error: {0}")]
     Backend(String),
-    /// The store on disk was written in a format this version cannot read (a newer one).
+    /// The store on disk was written in a format this version cannot read.
     #[error(
         "store format version {found} is not supported (this cairn reads version {supported}); \
-         use a newer cairn or another data directory"
+         use a cairn that reads it, or another data directory"
     )]
     UnsupportedFormat {
         /// The version found on disk.
@@ -79,6 +173,17 @@ pub struct DatasetRecord {
     pub state: DatasetState,
     /// Pin and advertise flags.
     pub flags: DatasetFlags,
+}
+
+/// What the store knows about a tree, for serving peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeInfo {
+    /// Blocks in the tree.
+    pub blocks_count: u64,
+    /// Blocks held.
+    pub held: u64,
+    /// True if some stored manifest of the tree is advertised.
+    pub advertised: bool,
 }
 
 /// What a leaf record holds.
@@ -170,6 +275,12 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
     /// `dataset.tree`, the manifest and its record, then one fsync. Every index of the tree must
     /// have been staged. If the tree is already stored, the staged blocks are released and only
     /// the manifest is added. Returns the new record.
+    ///
+    /// The leaf records are written in bounded batches before a last small batch adds the
+    /// manifest: a crash at any point leaves the dataset either complete or absent (and, if its
+    /// tree was being downloaded, that download further along). A refusal (`Invalid`, quota)
+    /// leaves the staging as it was; if the commit fails after it started writing (a backend
+    /// error), the staging only accepts [`BlockStore::abort_staging`].
     fn commit_staging(
         &self,
         staging: StagingId,
@@ -219,6 +330,9 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
     /// `ceil(blocksCount / 8)` bytes; `None` if the tree is unknown.
     fn bitmap(&self, tree_cid: &Cid) -> Result<Option<Vec<u8>>>;
 
+    /// Block counts and advertise state of a tree; `None` if no manifest names it.
+    fn tree_info(&self, tree_cid: &Cid) -> Result<Option<TreeInfo>>;
+
     /// Records a read of a dataset, for least-recently-used eviction of cached data.
     fn touch(&self, manifest_cid: &Cid) -> Result<()>;
 
@@ -230,6 +344,10 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes a manifest, and the leaf records and blocks of its tree that no other manifest
     /// or dataset references. False if nothing was stored. Pinning does not prevent an
     /// explicit delete (the user asked for it); it prevents eviction.
+    ///
+    /// The manifest goes in one batch; the tree's leaf records and blocks then go in bounded
+    /// batches (a crash leaves the rest to the next open). If a commit is writing the same tree,
+    /// the delete waits for it.
     fn delete_dataset(&self, manifest_cid: &Cid) -> Result<bool>;
 
     /// The storage summary.

@@ -1,15 +1,19 @@
-//! One behaviour suite, run against both backends ([`MemStore`] and [`FjallStore`]), plus
-//! disk-only tests: reopen, format version, and a crash (SIGKILL) in the middle of an upload.
+//! One behaviour suite, run against both backends ([`MemStore`] and [`FjallStore`]), each with
+//! the default batch size and with tiny batches (so that commits, aborts and deletes take many
+//! batches); crash and failure injection between batches on both backends (feature
+//! `fault-injection`); plus disk-only tests: reopen, format version, and crashes (SIGKILL) in
+//! the middle of an upload, a commit and a delete.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_core::{BlockSize, Cid, Dataset, HashedBlock, build_from_bytes};
 use cairn_store::{
-    BlockDeletion, BlockStore, DatasetFlags, DatasetState, FjallStore, LeafBlock, MemStore,
-    StoreError,
+    BatchedOp, BlockDeletion, BlockStore, DatasetFlags, DatasetState, Fault, FjallStore, LeafBlock,
+    MemStore, StoreError, StoreOptions,
 };
 
 const BS: usize = 4096;
@@ -25,28 +29,73 @@ const CACHED: DatasetFlags = DatasetFlags {
 
 // --- environment --------------------------------------------------------------------------------
 
-/// A store under test; holds its directory (disk backend) alive.
+type Check = Arc<dyn Fn() -> cairn_store::Result<()> + Send + Sync>;
+
+/// A store under test; holds its directory (disk backend) alive. When dropped at the end of a
+/// test that passed, checks the integrity of the store's tables.
 struct Env {
     store: Arc<dyn BlockStore>,
+    check: Check,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    fn mem(store: MemStore) -> Env {
+        let store = Arc::new(store);
+        let s = Arc::clone(&store);
+        Env {
+            store,
+            check: Arc::new(move || s.check_integrity()),
+            _dir: None,
+        }
+    }
+
+    fn fjall(store: FjallStore, dir: tempfile::TempDir) -> Env {
+        let store = Arc::new(store);
+        let s = Arc::clone(&store);
+        Env {
+            store,
+            check: Arc::new(move || s.check_integrity()),
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            (self.check)().expect("store integrity at the end of the test");
+        }
+    }
 }
 
 type Make = fn(u64) -> Env;
 
 fn mem_env(quota: u64) -> Env {
-    Env {
-        store: Arc::new(MemStore::new(quota)),
-        _dir: None,
-    }
+    Env::mem(MemStore::new(quota))
 }
 
 fn fjall_env(quota: u64) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = FjallStore::open(dir.path(), quota).expect("open fjall store");
-    Env {
-        store: Arc::new(store),
-        _dir: Some(dir),
-    }
+    Env::fjall(store, dir)
+}
+
+/// Records per batch in the `*_batched` runs and in the batch-specific tests.
+const BATCH: usize = 3;
+
+fn batched() -> StoreOptions {
+    StoreOptions::default().with_batch_records(BATCH)
+}
+
+fn mem_env_batched(quota: u64) -> Env {
+    Env::mem(MemStore::with_options(quota, batched()))
+}
+
+fn fjall_env_batched(quota: u64) -> Env {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FjallStore::open_with(dir.path(), quota, batched()).expect("open fjall store");
+    Env::fjall(store, dir)
 }
 
 macro_rules! both_backends {
@@ -56,6 +105,12 @@ macro_rules! both_backends {
         }
         mod fjall {
             $( #[test] fn $name() { super::$name(super::fjall_env) } )*
+        }
+        mod mem_batched {
+            $( #[test] fn $name() { super::$name(super::mem_env_batched) } )*
+        }
+        mod fjall_batched {
+            $( #[test] fn $name() { super::$name(super::fjall_env_batched) } )*
         }
     };
 }
@@ -175,11 +230,21 @@ fn tree(b: &Built) -> Cid {
 
 /// Exact `(quota_used_bytes, total_blocks)` for these datasets stored completely.
 fn expected(datasets: &[&Built]) -> (u64, u64) {
+    let parts: Vec<(&Built, BTreeSet<u64>)> = datasets
+        .iter()
+        .map(|b| (*b, (0..b.blocks.len() as u64).collect()))
+        .collect();
+    expected_parts(&parts)
+}
+
+/// Exact `(quota_used_bytes, total_blocks)` for these manifests, each holding the blocks of the
+/// given indices.
+fn expected_parts(parts: &[(&Built, BTreeSet<u64>)]) -> (u64, u64) {
     let mut blocks = BTreeMap::new();
     let mut manifests = BTreeMap::new();
-    for b in datasets {
+    for (b, held) in parts {
         for hb in &b.blocks {
-            if hb.cid != Cid::EMPTY_BLOCK {
+            if hb.cid != Cid::EMPTY_BLOCK && held.contains(&hb.index) {
                 blocks.insert(hb.cid, hb.data.len() as u64);
             }
         }
@@ -1111,6 +1176,7 @@ fn run_model(make: Make, ops: &[Op]) {
             }
         }
         check_model(s, &m, &built);
+        (env.check)().expect("store integrity");
     }
 }
 
@@ -1182,6 +1248,835 @@ fn model_small(make: Make) {
             Ok(())
         })
         .expect("model test");
+}
+
+// --- batched operations, crashes and failures between batches (both backends) ------------------
+
+/// A store that can be opened again over the same data, as a restarted process would: the disk
+/// one from its directory, the memory one with `MemStore::restart`.
+enum Reopenable {
+    Mem(MemStore),
+    /// The store, its directory and its quota.
+    Fjall(Option<FjallStore>, tempfile::TempDir, u64),
+}
+
+/// Opens a store with a quota and options.
+type MakeR = fn(u64, StoreOptions) -> Reopenable;
+
+fn mem_reopenable(quota: u64, options: StoreOptions) -> Reopenable {
+    Reopenable::Mem(MemStore::with_options(quota, options))
+}
+
+fn fjall_reopenable(quota: u64, options: StoreOptions) -> Reopenable {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = FjallStore::open_with(dir.path(), quota, options).expect("open fjall store");
+    Reopenable::Fjall(Some(store), dir, quota)
+}
+
+impl Reopenable {
+    fn s(&self) -> &dyn BlockStore {
+        match self {
+            Reopenable::Mem(s) => s,
+            Reopenable::Fjall(Some(s), _, _) => s,
+            Reopenable::Fjall(None, _, _) => panic!("the store failed to reopen"),
+        }
+    }
+
+    /// Checks the integrity of the store's tables.
+    fn check(&self) {
+        let r = match self {
+            Reopenable::Mem(s) => s.check_integrity(),
+            Reopenable::Fjall(Some(s), _, _) => s.check_integrity(),
+            Reopenable::Fjall(None, _, _) => return,
+        };
+        r.expect("store integrity");
+    }
+
+    /// Closes the store (the process "dies") and opens it again with `options`; checks the
+    /// integrity of what the recovery left.
+    fn try_restart(&mut self, options: StoreOptions) -> cairn_store::Result<()> {
+        match self {
+            Reopenable::Mem(s) => *s = s.restart(options)?,
+            Reopenable::Fjall(s, dir, quota) => {
+                *s = None;
+                *s = Some(FjallStore::open_with(dir.path(), *quota, options)?);
+            }
+        }
+        self.check();
+        Ok(())
+    }
+
+    fn restart(&mut self) {
+        self.try_restart(batched()).expect("reopen");
+    }
+}
+
+impl Drop for Reopenable {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.check();
+        }
+    }
+}
+
+macro_rules! reopenable_backends {
+    ($($name:ident),* $(,)?) => {
+        mod mem_faults {
+            $( #[test] fn $name() { super::$name(super::mem_reopenable) } )*
+        }
+        mod fjall_faults {
+            $( #[test] fn $name() { super::$name(super::fjall_reopenable) } )*
+        }
+    };
+}
+
+reopenable_backends!(
+    batched_commit_modes,
+    crash_mid_commit_new_tree,
+    crash_mid_commit_partial_tree,
+    crash_mid_commit_complete_tree,
+    crash_mid_delete,
+    crash_mid_delete_partial,
+    crash_mid_abort,
+    crash_during_recovery,
+    failed_commit_cleans_up,
+    failed_commit_cleanup_fails_too,
+    failed_delete_cleans_up,
+    concurrent_commits_same_tree,
+    busy_tree_holds_off_changes,
+);
+
+/// Makes the fault hook of a store return a fault, when armed, at one batch of one operation
+/// (or at that batch and every later one).
+#[derive(Debug, Default)]
+struct Trigger {
+    armed: Mutex<Option<(BatchedOp, u64, bool, Fault)>>,
+    fired: AtomicBool,
+}
+
+impl Trigger {
+    fn new() -> Arc<Trigger> {
+        Arc::new(Trigger::default())
+    }
+
+    /// `fault` at batch `at` of `op`, and at every later batch if `and_after`.
+    fn arm(&self, op: BatchedOp, at: u64, and_after: bool, fault: Fault) {
+        *self.armed.lock().expect("trigger") = Some((op, at, and_after, fault));
+        self.fired.store(false, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        *self.armed.lock().expect("trigger") = None;
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, op: BatchedOp, n: u64) -> Fault {
+        match *self.armed.lock().expect("trigger") {
+            Some((o, at, and_after, fault)) if o == op && (n == at || (and_after && n > at)) => {
+                self.fired.store(true, Ordering::SeqCst);
+                fault
+            }
+            _ => Fault::Continue,
+        }
+    }
+
+    /// Options with [`BATCH`] records per batch and this trigger as fault hook.
+    fn options(self: &Arc<Trigger>) -> StoreOptions {
+        let t = Arc::clone(self);
+        batched().with_fault_hook(Arc::new(move |op, n| t.check(op, n)))
+    }
+}
+
+/// Number of batches a commit of `b` writes before its commit point.
+fn commit_batches(b: &Built) -> u64 {
+    b.blocks.len().div_ceil(BATCH) as u64
+}
+
+fn all_indices(b: &Built) -> BTreeSet<u64> {
+    (0..b.blocks.len() as u64).collect()
+}
+
+/// The indices the bitmap of `b`'s tree says are held (none if the tree is unknown), after
+/// checking that exactly those have leaf records, with the right block and a valid proof.
+fn held(s: &dyn BlockStore, b: &Built) -> BTreeSet<u64> {
+    let bm = s.bitmap(&tree(b)).expect("bitmap");
+    let root = b.ds.tree.root();
+    let mut out = BTreeSet::new();
+    for hb in &b.blocks {
+        let i = hb.index;
+        let set = bm
+            .as_ref()
+            .is_some_and(|bm| bm[(i / 8) as usize] & (1 << (i % 8)) != 0);
+        let leaf = s.leaf(&tree(b), i).expect("leaf");
+        assert_eq!(leaf.is_some(), set, "leaf record {i} iff its bit is set");
+        if let Some(leaf) = leaf {
+            assert_eq!(leaf.block_cid, hb.cid);
+            assert!(leaf.proof.verify(hb.cid.digest(), &root), "proof {i}");
+            assert_eq!(
+                s.leaf_block(&tree(b), i).expect("leaf block").as_deref(),
+                Some(&hb.data[..])
+            );
+            out.insert(i);
+        }
+    }
+    out
+}
+
+fn assert_space_parts(s: &dyn BlockStore, parts: &[(&Built, BTreeSet<u64>)]) {
+    let sp = s.space().expect("space");
+    let (used, count) = expected_parts(parts);
+    assert_eq!(sp.quota_used_bytes, used, "quota_used_bytes");
+    assert_eq!(sp.total_blocks, count, "total_blocks");
+}
+
+/// The listed manifests (partial ones included) are exactly those of `want`.
+fn assert_listed(s: &dyn BlockStore, want: &[&Built]) {
+    let listed: BTreeSet<Cid> = cids(&s.list_datasets(true).expect("list"))
+        .into_iter()
+        .collect();
+    let want: BTreeSet<Cid> = want.iter().map(|b| b.ds.manifest_cid).collect();
+    assert_eq!(listed, want);
+}
+
+/// `b` is not stored at all: no manifest, no tree, no leaf record; its blocks that no dataset
+/// of `others` holds are gone, and the space is exactly that of `others`.
+fn assert_gone(s: &dyn BlockStore, b: &Built, others: &[&Built]) {
+    assert!(
+        s.dataset(&b.ds.manifest_cid).expect("dataset").is_none(),
+        "manifest gone"
+    );
+    assert_eq!(s.bitmap(&tree(b)).expect("bitmap"), None, "tree gone");
+    for i in 0..b.blocks.len() as u64 {
+        assert_eq!(s.leaf(&tree(b), i).expect("leaf"), None, "leaf {i} gone");
+    }
+    let kept: HashSet<Cid> = others
+        .iter()
+        .flat_map(|o| o.blocks.iter().map(|hb| hb.cid))
+        .collect();
+    for hb in &b.blocks {
+        if hb.cid != Cid::EMPTY_BLOCK {
+            assert_eq!(
+                s.has_block(&hb.cid).expect("has"),
+                kept.contains(&hb.cid),
+                "block {}",
+                hb.index
+            );
+        }
+    }
+    assert_listed(s, others);
+    assert_space(s, others);
+}
+
+fn stage_all(s: &dyn BlockStore, b: &Built) -> cairn_store::StagingId {
+    let id = s.begin_staging().expect("begin");
+    for part in staged(&b.blocks).chunks(4) {
+        s.put_staged_blocks(id, part).expect("put");
+    }
+    id
+}
+
+fn put_manifest_of(s: &dyn BlockStore, b: &Built, flags: DatasetFlags) {
+    s.put_manifest(
+        &b.ds.manifest_cid,
+        Bytes::from(b.ds.manifest_bytes.clone()),
+        flags,
+    )
+    .expect("manifest");
+}
+
+/// Shared blocks: `a` and `b` share seed 201 and the zero block; `b` repeats the zero block.
+fn pair() -> (Vec<u8>, Built) {
+    (
+        blocks_of(&[200, 201, 0, 202]),
+        build(
+            &blocks_of(&[203, 201, 204, 0, 0, 205, 206, 207, 208, 209, 210]),
+            "b",
+        ),
+    )
+}
+
+fn batched_commit_modes(make: MakeR) {
+    let env = make(BIG_QUOTA, batched());
+    let s = env.s();
+    // A new tree over many batches, with repeated blocks.
+    let (a_data, b) = pair();
+    let a = upload(s, &a_data, "a", PINNED);
+    upload_built(s, &b, PINNED).expect("upload b");
+    assert_readable(s, &b);
+    assert_eq!(held(s, &b), all_indices(&b));
+    assert_space(s, &[&a, &b]);
+    // The same content under another name: the tree is complete, the staged copies released.
+    let b2 = build(
+        &blocks_of(&[203, 201, 204, 0, 0, 205, 206, 207, 208, 209, 210]),
+        "b2",
+    );
+    let rec = upload_built(s, &b2, CACHED).expect("upload b2");
+    assert_eq!(rec.state, DatasetState::Complete);
+    assert_space(s, &[&a, &b, &b2]);
+    // A partial download completed by an upload of the same bytes, over many batches.
+    let data: Vec<u8> = blocks_of(&(300..311).collect::<Vec<_>>());
+    let dl = build(&data, "dl");
+    put_manifest_of(s, &dl, CACHED);
+    s.put_leaf_blocks(&tree(&dl), &leaf_blocks(&dl, &[1, 4, 5, 10]))
+        .expect("leaves");
+    let up = upload(s, &data, "up", PINNED);
+    assert_eq!(held(s, &dl), all_indices(&dl));
+    assert_eq!(
+        s.dataset(&dl.ds.manifest_cid)
+            .expect("dataset")
+            .expect("stored")
+            .state,
+        DatasetState::Complete
+    );
+    assert_space(s, &[&a, &b, &b2, &dl, &up]);
+    // An abort over many batches.
+    let c = build(&blocks_of(&(400..411).collect::<Vec<_>>()), "c");
+    let id = stage_all(s, &c);
+    s.abort_staging(id).expect("abort");
+    assert_space(s, &[&a, &b, &b2, &dl, &up]);
+    // Everything survives a restart.
+    let mut env = env;
+    env.restart();
+    let s = env.s();
+    assert_space(s, &[&a, &b, &b2, &dl, &up]);
+    assert_readable(s, &b);
+    assert_readable(s, &dl);
+    // Deletes over many batches.
+    for x in [&b, &b2, &up, &dl] {
+        assert!(s.delete_dataset(&x.ds.manifest_cid).expect("delete"));
+    }
+    assert_gone(s, &b, &[&a]);
+    assert_gone(s, &dl, &[&a]);
+    // A commit batch spanning two bitmap chunks (8192 indices each) of a partial tree.
+    let zeros = vec![0u8; 8200 * BS];
+    let zdl = build(&zeros, "zeros-dl");
+    put_manifest_of(s, &zdl, CACHED);
+    s.put_leaf_blocks(&tree(&zdl), &leaf_blocks(&zdl, &[0, 8191, 8192, 8199]))
+        .expect("leaves");
+    let zup = upload(s, &zeros, "zeros-up", PINNED);
+    let bm = s.bitmap(&tree(&zdl)).expect("bitmap").expect("known tree");
+    assert!(bm.iter().all(|&x| x == 0xff));
+    assert_space(s, &[&a, &zdl, &zup]);
+    assert!(s.delete_dataset(&zdl.ds.manifest_cid).expect("delete"));
+    assert!(s.delete_dataset(&zup.ds.manifest_cid).expect("delete"));
+    assert_space(s, &[&a]);
+}
+
+fn crash_mid_commit_new_tree(make: MakeR) {
+    let (a_data, b) = pair();
+    let chunks = commit_batches(&b);
+    for at in 1..=chunks + 1 {
+        let t = Trigger::new();
+        let mut env = make(BIG_QUOTA, t.options());
+        let a = upload(env.s(), &a_data, "a", PINNED);
+        t.arm(BatchedOp::Commit, at, false, Fault::Crash);
+        assert!(upload_built(env.s(), &b, PINNED).is_err(), "crash at {at}");
+        assert!(t.fired());
+        env.restart();
+        let s = env.s();
+        if at <= chunks {
+            assert_gone(s, &b, &[&a]);
+        } else {
+            // The crash came after the commit point.
+            assert_listed(s, &[&a, &b]);
+            assert_readable(s, &b);
+            assert_space(s, &[&a, &b]);
+        }
+        assert_readable(s, &a);
+        // The store goes on.
+        upload_built(s, &b, PINNED).expect("upload again");
+        assert_readable(s, &b);
+        assert_space(s, &[&a, &b]);
+    }
+}
+
+fn crash_mid_commit_partial_tree(make: MakeR) {
+    let data = blocks_of(&(300..311).collect::<Vec<_>>());
+    let dl = build(&data, "dl");
+    let up = build(&data, "up");
+    let chunks = commit_batches(&up);
+    let before: BTreeSet<u64> = [1, 4, 5, 10].into();
+    for at in 1..=chunks + 1 {
+        let t = Trigger::new();
+        let mut env = make(BIG_QUOTA, t.options());
+        put_manifest_of(env.s(), &dl, CACHED);
+        let idx: Vec<u64> = before.iter().copied().collect();
+        env.s()
+            .put_leaf_blocks(&tree(&dl), &leaf_blocks(&dl, &idx))
+            .expect("leaves");
+        t.arm(BatchedOp::Commit, at, false, Fault::Crash);
+        assert!(upload_built(env.s(), &up, PINNED).is_err());
+        env.restart();
+        let s = env.s();
+        // The commit's batches are download progress: indices [0, at·BATCH) are held.
+        let mut want = before.clone();
+        want.extend(0..(at * BATCH as u64).min(up.blocks.len() as u64));
+        assert_eq!(held(s, &dl), want, "crash at {at}");
+        if at <= chunks {
+            assert_listed(s, &[&dl]);
+            assert_space_parts(s, &[(&dl, want)]);
+        } else {
+            assert_listed(s, &[&dl, &up]);
+            assert_space(s, &[&dl, &up]);
+        }
+        upload_built(s, &up, PINNED).expect("upload again");
+        assert_readable(s, &dl);
+        assert_space(s, &[&dl, &up]);
+    }
+}
+
+fn crash_mid_commit_complete_tree(make: MakeR) {
+    let data = blocks_of(&[500, 501, 0, 502, 503, 0, 504, 505]);
+    let a = build(&data, "a");
+    let dup = build(&data, "dup");
+    let chunks = commit_batches(&dup);
+    for at in 1..=chunks + 1 {
+        let t = Trigger::new();
+        let mut env = make(BIG_QUOTA, t.options());
+        upload_built(env.s(), &a, CACHED).expect("upload");
+        t.arm(BatchedOp::Commit, at, false, Fault::Crash);
+        assert!(upload_built(env.s(), &dup, PINNED).is_err());
+        env.restart();
+        let s = env.s();
+        assert_readable(s, &a);
+        if at <= chunks {
+            assert_listed(s, &[&a]);
+            assert!(s.dataset(&dup.ds.manifest_cid).expect("dataset").is_none());
+            assert_space(s, &[&a]);
+        } else {
+            assert_listed(s, &[&a, &dup]);
+            assert_space(s, &[&a, &dup]);
+        }
+    }
+}
+
+/// Runs `op` with a crash at batch 1, 2, ... of `kind` until it runs through; each time checks
+/// the reopened store with `check`.
+fn crash_each_batch(
+    make: MakeR,
+    kind: BatchedOp,
+    setup: &dyn Fn(&dyn BlockStore),
+    op: &dyn Fn(&dyn BlockStore) -> cairn_store::Result<()>,
+    check: &dyn Fn(&dyn BlockStore),
+) -> u64 {
+    for at in 1..100 {
+        let t = Trigger::new();
+        let mut env = make(BIG_QUOTA, t.options());
+        setup(env.s());
+        t.arm(kind, at, false, Fault::Crash);
+        let r = op(env.s());
+        if !t.fired() {
+            r.expect("the operation runs through");
+            return at - 1;
+        }
+        assert!(r.is_err());
+        env.restart();
+        check(env.s());
+    }
+    panic!("the operation never ran through");
+}
+
+fn crash_mid_delete(make: MakeR) {
+    let (a_data, b) = pair();
+    let a = build(&a_data, "a");
+    let batches = crash_each_batch(
+        make,
+        BatchedOp::Delete,
+        &|s| {
+            upload_built(s, &a, PINNED).expect("upload a");
+            upload_built(s, &b, PINNED).expect("upload b");
+        },
+        &|s| s.delete_dataset(&b.ds.manifest_cid).map(|_| ()),
+        &|s| {
+            assert_gone(s, &b, &[&a]);
+            assert_readable(s, &a);
+            upload_built(s, &b, PINNED).expect("upload again");
+            assert_space(s, &[&a, &b]);
+        },
+    );
+    // The commit point, the leaf record batches, a last one (bitmaps, detached record).
+    assert_eq!(batches, 1 + commit_batches(&b) + 1);
+}
+
+fn crash_mid_delete_partial(make: MakeR) {
+    // 9000 zero blocks: one block, two bitmap chunks.
+    let dl = build(&vec![0u8; 9000 * BS], "zeros");
+    let idx: Vec<u64> = vec![0, 1, 2, 8191, 8192, 8999];
+    crash_each_batch(
+        make,
+        BatchedOp::Delete,
+        &|s| {
+            put_manifest_of(s, &dl, CACHED);
+            s.put_leaf_blocks(&tree(&dl), &leaf_blocks(&dl, &idx))
+                .expect("leaves");
+        },
+        &|s| s.delete_dataset(&dl.ds.manifest_cid).map(|_| ()),
+        &|s| {
+            assert!(s.dataset(&dl.ds.manifest_cid).expect("dataset").is_none());
+            assert_eq!(s.bitmap(&tree(&dl)).expect("bitmap"), None);
+            assert_space(s, &[]);
+            // No leftover leaf record or bitmap chunk: the manifest again starts from nothing.
+            put_manifest_of(s, &dl, CACHED);
+            let bm = s.bitmap(&tree(&dl)).expect("bitmap").expect("known tree");
+            assert!(bm.iter().all(|&x| x == 0));
+            for &i in &idx {
+                assert_eq!(s.leaf(&tree(&dl), i).expect("leaf"), None);
+            }
+            assert_space_parts(s, &[(&dl, BTreeSet::new())]);
+        },
+    );
+}
+
+fn crash_mid_abort(make: MakeR) {
+    let (a_data, b) = pair();
+    let a = build(&a_data, "a");
+    let batches = crash_each_batch(
+        make,
+        BatchedOp::Abort,
+        &|s| {
+            upload_built(s, &a, PINNED).expect("upload a");
+        },
+        &|s| {
+            let id = stage_all(s, &b);
+            s.abort_staging(id)
+        },
+        &|s| assert_gone(s, &b, &[&a]),
+    );
+    assert_eq!(batches, commit_batches(&b));
+}
+
+fn crash_during_recovery(make: MakeR) {
+    let (a_data, b) = pair();
+    let c = build(&blocks_of(&[400, 401, 402, 403]), "c");
+    for at in 1..20 {
+        let t = Trigger::new();
+        let mut env = make(BIG_QUOTA, t.options());
+        let a = upload(env.s(), &a_data, "a", PINNED);
+        // Left behind by the crash: a staging never committed, and a commit cut after two
+        // batches (two batches of detached leaf records, the rest still staged).
+        stage_all(env.s(), &c);
+        t.arm(BatchedOp::Commit, 2, false, Fault::Crash);
+        assert!(upload_built(env.s(), &b, PINNED).is_err());
+        // The restart itself crashes at batch `at` of its recovery.
+        let t2 = Trigger::new();
+        t2.arm(BatchedOp::Recovery, at, false, Fault::Crash);
+        let r = env.try_restart(t2.options());
+        let fired = t2.fired();
+        assert_eq!(r.is_err(), fired);
+        if fired {
+            env.restart();
+        }
+        let s = env.s();
+        assert_gone(s, &b, &[&a]);
+        assert_gone(s, &c, &[&a]);
+        if !fired {
+            assert!(at > 3, "recovery took {} batches", at - 1);
+            break;
+        }
+    }
+}
+
+fn failed_commit_cleans_up(make: MakeR) {
+    let (a_data, b) = pair();
+    let t = Trigger::new();
+    let env = make(BIG_QUOTA, t.options());
+    let s = env.s();
+    let a = upload(s, &a_data, "a", PINNED);
+    let id = stage_all(s, &b);
+    t.arm(BatchedOp::Commit, 2, false, Fault::Error);
+    assert!(matches!(
+        s.commit_staging(id, &b.ds, PINNED),
+        Err(StoreError::Backend(_))
+    ));
+    t.disarm();
+    // The leaf records written went; the staging only takes an abort now.
+    assert!(s.dataset(&b.ds.manifest_cid).expect("dataset").is_none());
+    for i in 0..b.blocks.len() as u64 {
+        assert_eq!(s.leaf(&tree(&b), i).expect("leaf"), None);
+    }
+    assert!(matches!(
+        s.commit_staging(id, &b.ds, PINNED),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.put_staged_blocks(id, &staged(&b.blocks)[..1]),
+        Err(StoreError::Invalid(_))
+    ));
+    s.abort_staging(id).expect("abort");
+    assert_gone(s, &b, &[&a]);
+    upload_built(s, &b, PINNED).expect("upload again");
+    assert_space(s, &[&a, &b]);
+
+    // Into a partial tree: the batches written stay as download progress.
+    let data = blocks_of(&(300..311).collect::<Vec<_>>());
+    let dl = build(&data, "dl");
+    let up = build(&data, "up");
+    put_manifest_of(s, &dl, CACHED);
+    s.put_leaf_blocks(&tree(&dl), &leaf_blocks(&dl, &[10]))
+        .expect("leaves");
+    let id = stage_all(s, &up);
+    t.arm(BatchedOp::Commit, 1, false, Fault::Error);
+    assert!(s.commit_staging(id, &up.ds, PINNED).is_err());
+    t.disarm();
+    s.abort_staging(id).expect("abort");
+    let want: BTreeSet<u64> = [0, 1, 2, 10].into();
+    assert_eq!(held(s, &dl), want);
+    assert_space_parts(
+        s,
+        &[(&a, all_indices(&a)), (&b, all_indices(&b)), (&dl, want)],
+    );
+    // A failure before any batch leaves the staging usable.
+    let id = stage_all(s, &up);
+    let other = build(&pattern(9, BS * 3), "other");
+    assert!(matches!(
+        s.commit_staging(id, &other.ds, PINNED),
+        Err(StoreError::Invalid(_))
+    ));
+    s.commit_staging(id, &up.ds, PINNED).expect("commit");
+    assert_space(s, &[&a, &b, &dl, &up]);
+}
+
+fn failed_commit_cleanup_fails_too(make: MakeR) {
+    let (a_data, b) = pair();
+    let t = Trigger::new();
+    let mut env = make(BIG_QUOTA, t.options());
+    let s = env.s();
+    let a = upload(s, &a_data, "a", PINNED);
+    let id = stage_all(s, &b);
+    // Every batch from the second on fails, the cleanup's too.
+    t.arm(BatchedOp::Commit, 2, true, Fault::Error);
+    assert!(s.commit_staging(id, &b.ds, PINNED).is_err());
+    t.disarm();
+    s.abort_staging(id).expect("abort");
+    assert!(s.dataset(&b.ds.manifest_cid).expect("dataset").is_none());
+    // The detached leaf records still hold their blocks...
+    assert!(s.space().expect("space").quota_used_bytes > expected(&[&a]).0);
+    // ...until the tree is stored again, which cleans them up first.
+    upload_built(s, &b, PINNED).expect("upload again");
+    assert_readable(s, &b);
+    assert_space(s, &[&a, &b]);
+    env.restart();
+    assert_space(env.s(), &[&a, &b]);
+
+    // Same, but the process restarts before the tree comes back: recovery cleans up.
+    let c = build(&blocks_of(&(400..411).collect::<Vec<_>>()), "c");
+    let t = Trigger::new();
+    env.try_restart(t.options()).expect("reopen");
+    let s = env.s();
+    let id = stage_all(s, &c);
+    t.arm(BatchedOp::Commit, 2, true, Fault::Error);
+    assert!(s.commit_staging(id, &c.ds, PINNED).is_err());
+    env.restart();
+    assert_gone(env.s(), &c, &[&a, &b]);
+}
+
+fn failed_delete_cleans_up(make: MakeR) {
+    let (a_data, b) = pair();
+    let t = Trigger::new();
+    let mut env = make(BIG_QUOTA, t.options());
+    let s = env.s();
+    let a = upload(s, &a_data, "a", PINNED);
+    upload_built(s, &b, PINNED).expect("upload b");
+    t.arm(BatchedOp::Delete, 2, true, Fault::Error);
+    assert!(s.delete_dataset(&b.ds.manifest_cid).is_err());
+    t.disarm();
+    // Deleted (the commit point passed), its leaf records not all cleaned up yet.
+    assert_listed(s, &[&a]);
+    assert_eq!(s.bitmap(&tree(&b)).expect("bitmap"), None);
+    // Storing the manifest again cleans them up first: a fresh, empty download.
+    put_manifest_of(s, &b, CACHED);
+    assert_eq!(held(s, &b), BTreeSet::new());
+    assert_space_parts(s, &[(&a, all_indices(&a)), (&b, BTreeSet::new())]);
+    s.put_leaf_blocks(
+        &tree(&b),
+        &leaf_blocks(&b, &all_indices(&b).into_iter().collect::<Vec<_>>()),
+    )
+    .expect("leaves");
+    assert_readable(s, &b);
+    assert_space(s, &[&a, &b]);
+    // A failed delete followed by a restart: recovery finishes it.
+    t.arm(BatchedOp::Delete, 2, true, Fault::Error);
+    assert!(s.delete_dataset(&b.ds.manifest_cid).is_err());
+    env.restart();
+    assert_gone(env.s(), &b, &[&a]);
+}
+
+/// A fault hook that, once armed, pauses a commit after its first batch until resumed.
+struct Pause {
+    armed: AtomicBool,
+    paused: Mutex<std::sync::mpsc::Sender<()>>,
+    resume: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Pause {
+    /// The pause, the receiver told when the commit pauses, the sender that resumes it.
+    fn new() -> (
+        Arc<Pause>,
+        std::sync::mpsc::Receiver<()>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (paused_tx, paused_rx) = std::sync::mpsc::channel();
+        let (resume_tx, resume_rx) = std::sync::mpsc::channel();
+        let pause = Arc::new(Pause {
+            armed: AtomicBool::new(false),
+            paused: Mutex::new(paused_tx),
+            resume: Mutex::new(resume_rx),
+        });
+        (pause, paused_rx, resume_tx)
+    }
+
+    fn options(self: &Arc<Pause>) -> StoreOptions {
+        let p = Arc::clone(self);
+        batched().with_fault_hook(Arc::new(move |op, n| {
+            if op == BatchedOp::Commit && n == 1 && p.armed.swap(false, Ordering::SeqCst) {
+                p.paused.lock().expect("pause").send(()).expect("paused");
+                // Bounded, so that a failing test does not hang.
+                let resumed = p
+                    .resume
+                    .lock()
+                    .expect("pause")
+                    .recv_timeout(Duration::from_secs(20));
+                if resumed.is_err() {
+                    return Fault::Error;
+                }
+            }
+            Fault::Continue
+        }))
+    }
+}
+
+/// Runs `f` on another thread; after a while, checks that it is still blocked.
+fn blocked<'s, T: Send + 's>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    f: impl FnOnce() -> T + Send + 's,
+) -> std::thread::ScopedJoinHandle<'s, T> {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = Arc::clone(&done);
+    let handle = scope.spawn(move || {
+        let r = f();
+        d.store(true, Ordering::SeqCst);
+        r
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!done.load(Ordering::SeqCst), "waits for the commit");
+    handle
+}
+
+/// While a commit writes a tree, changes to that tree's manifests wait for it and eviction
+/// passes it over; other work goes on.
+fn busy_tree_holds_off_changes(make: MakeR) {
+    let data = blocks_of(&[800, 801, 802, 803, 804, 805, 806, 807]);
+    let a = build(&data, "a");
+    let up = build(&data, "up");
+    let dl = build(&data, "dl");
+    let other = build(&blocks_of(&[810, 811]), "other");
+    // Room for a, its duplicate's manifest, dl's manifest and a little more, not for another
+    // block.
+    let quota = expected(&[&a, &up, &dl]).0 + 1000;
+    let (pause, paused, resume) = Pause::new();
+    let env = make(quota, pause.options());
+    let s = env.s();
+
+    // A new tree: a download of it starting meanwhile waits, then finds it complete.
+    pause.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| upload_built(s, &a, CACHED));
+        paused.recv().expect("commit paused");
+        let manifest = blocked(scope, || put_manifest_of(s, &dl, CACHED));
+        // The commit's manifest has its room reserved: a block taking the rest and one byte
+        // more does not fit.
+        let free = quota - s.space().expect("space").quota_used_bytes;
+        let len = free - a.ds.manifest_bytes.len() as u64 + 1;
+        let block = vec![7u8; len as usize];
+        assert!(matches!(
+            s.put_block(&Cid::of_block(&block), Bytes::from(block)),
+            Err(StoreError::QuotaExceeded { needed, free: f }) if needed == len && f == len - 1
+        ));
+        // Other trees are not held up.
+        put_manifest_of(s, &other, CACHED);
+        assert!(s.delete_dataset(&other.ds.manifest_cid).expect("delete"));
+        resume.send(()).expect("resume");
+        commit.join().expect("commit thread").expect("commit");
+        manifest.join().expect("manifest thread");
+    });
+    assert_eq!(held(s, &dl), all_indices(&dl));
+    assert_space(s, &[&a, &dl]);
+
+    // A complete tree: its cached datasets are not evicted and not deleted meanwhile.
+    pause.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let commit = scope.spawn(|| upload_built(s, &up, PINNED));
+        paused.recv().expect("commit paused");
+        let block = pattern(820, BS);
+        assert!(matches!(
+            s.put_block(&Cid::of_block(&block), Bytes::from(block)),
+            Err(StoreError::QuotaExceeded { .. })
+        ));
+        let delete = blocked(scope, || s.delete_dataset(&dl.ds.manifest_cid));
+        resume.send(()).expect("resume");
+        commit.join().expect("commit thread").expect("commit");
+        assert!(delete.join().expect("delete thread").expect("delete"));
+    });
+    assert_listed(s, &[&a, &up]);
+    assert_readable(s, &up);
+    assert_space(s, &[&a, &up]);
+}
+
+fn concurrent_commits_same_tree(make: MakeR) {
+    let env = make(BIG_QUOTA, batched());
+    let data = blocks_of(&[
+        600, 601, 602, 0, 603, 601, 604, 605, 606, 607, 608, 609, 610,
+    ]);
+    let names: Vec<Built> = (0..6).map(|i| build(&data, &format!("n{i}"))).collect();
+    let dl = build(&data, "dl");
+    let other = build(&blocks_of(&[601, 700, 701, 702, 703, 704, 705]), "other");
+    let s = env.s();
+    std::thread::scope(|scope| {
+        for b in &names {
+            scope.spawn(move || {
+                upload_built(s, b, PINNED).expect("upload");
+            });
+        }
+        scope.spawn(|| {
+            upload_built(s, &other, CACHED).expect("upload other");
+        });
+        let dl = &dl;
+        scope.spawn(move || {
+            put_manifest_of(s, dl, CACHED);
+            for i in (0..dl.blocks.len() as u64).rev() {
+                s.put_leaf_blocks(&tree(dl), &leaf_blocks(dl, &[i]))
+                    .expect("leaf");
+            }
+        });
+    });
+    let mut all: Vec<&Built> = names.iter().collect();
+    all.push(&dl);
+    all.push(&other);
+    assert_listed(s, &all);
+    assert!(s.list_datasets(false).expect("list").len() == all.len());
+    assert_eq!(held(s, &dl), all_indices(&dl));
+    assert_space(s, &all);
+    std::thread::scope(|scope| {
+        for b in &all {
+            scope.spawn(move || {
+                assert!(s.delete_dataset(&b.ds.manifest_cid).expect("delete"));
+            });
+        }
+        // Uploads of the same tree while it is being deleted.
+        scope.spawn(|| {
+            upload_built(s, &names[0], PINNED).expect("upload during deletes");
+        });
+    });
+    let d = s.dataset(&names[0].ds.manifest_cid).expect("dataset");
+    if d.is_some() {
+        assert_readable(s, &names[0]);
+        assert_space(s, &[&names[0]]);
+    } else {
+        assert_space(s, &[]);
+    }
 }
 
 // --- disk only ----------------------------------------------------------------------------------
@@ -1292,34 +2187,67 @@ fn fjall_refuses_future_format_and_second_open() {
         let meta = db
             .keyspace("meta", ::fjall::KeyspaceCreateOptions::default)
             .expect("meta keyspace");
-        meta.insert("format_version", 2u32.to_be_bytes())
+        meta.insert("format_version", 3u32.to_be_bytes())
             .expect("insert");
         db.persist(::fjall::PersistMode::SyncAll).expect("persist");
     }
     match FjallStore::open(dir.path(), BIG_QUOTA) {
         Err(
             e @ StoreError::UnsupportedFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
             },
         ) => {
-            assert!(e.to_string().contains("format version 2"), "{e}");
+            assert!(e.to_string().contains("format version 3"), "{e}");
         }
         other => panic!("expected UnsupportedFormat, got {other:?}"),
     }
+    // Version 1 (before batched commits and deletes) is refused too: no migration.
+    {
+        let db = ::fjall::Database::builder(dir.path())
+            .open()
+            .expect("open fjall");
+        let meta = db
+            .keyspace("meta", ::fjall::KeyspaceCreateOptions::default)
+            .expect("meta keyspace");
+        meta.insert("format_version", 1u32.to_be_bytes())
+            .expect("insert");
+        db.persist(::fjall::PersistMode::SyncAll).expect("persist");
+    }
+    assert!(matches!(
+        FjallStore::open(dir.path(), BIG_QUOTA),
+        Err(StoreError::UnsupportedFormat {
+            found: 1,
+            supported: 2
+        })
+    ));
 }
 
-// --- crash test ---------------------------------------------------------------------------------
+// --- crash tests (SIGKILL) -----------------------------------------------------------------------
 
 /// Set in the child process: the store directory.
 const CRASH_ENV: &str = "CAIRN_STORE_CRASH_CHILD_DIR";
+/// Set in the child process: what it does until it is killed (`upload`, `commit`, `delete`).
+const CRASH_MODE_ENV: &str = "CAIRN_STORE_CRASH_CHILD_MODE";
 const CRASH_BLOCK: usize = 64 * 1024;
 const CRASH_BATCH: u64 = 16;
 /// Staged blocks the parent waits for before the kill (40 MiB: several memtable flushes).
 const CRASH_KILL_AFTER: u64 = 640;
+/// Records per batch of the child's commits and deletes.
+const CRASH_BATCH_RECORDS: usize = 16;
+/// The batch of the child's commit or delete after which it waits to be killed.
+const CRASH_PAUSE_AT: u64 = 5;
 
 fn crash_complete_dataset() -> Built {
     build(&pattern(7777, BS * 9 + 10), "complete.bin")
+}
+
+/// 200 blocks (13 batches of 16), the zero block among them (shared with `zero.bin`).
+fn crash_big_dataset() -> Built {
+    let seeds: Vec<u64> = (0..200)
+        .map(|i| if i % 10 == 3 { 0 } else { 9000 + i })
+        .collect();
+    build(&blocks_of(&seeds), "big.bin")
 }
 
 fn crash_staged_block(i: u64) -> (Cid, Vec<u8>) {
@@ -1329,13 +2257,23 @@ fn crash_staged_block(i: u64) -> (Cid, Vec<u8>) {
     (Cid::of_block(&data), data)
 }
 
-/// The child half of `fjall_crash_mid_upload`: does nothing unless started by it.
+/// The child half of the `fjall_crash_*` tests: does nothing unless started by one.
 #[test]
 fn crash_child() {
     let Ok(dir) = std::env::var(CRASH_ENV) else {
         return;
     };
-    let s = FjallStore::open(&dir, BIG_QUOTA).expect("child: open");
+    let mode = std::env::var(CRASH_MODE_ENV).unwrap_or_default();
+    if mode == "upload" {
+        crash_child_upload(&dir);
+    } else {
+        crash_child_batched(&dir, &mode);
+    }
+}
+
+/// Stages blocks until killed.
+fn crash_child_upload(dir: &str) {
+    let s = FjallStore::open(dir, BIG_QUOTA).expect("child: open");
     upload(&s, &blocks_of(&[0]), "zero.bin", PINNED);
     let complete = crash_complete_dataset();
     upload_built(&s, &complete, PINNED).expect("child: upload");
@@ -1358,8 +2296,48 @@ fn crash_child() {
     panic!("child was not killed");
 }
 
-#[test]
-fn fjall_crash_mid_upload() {
+/// Commits (`commit`) or deletes (`delete`) the big dataset and waits to be killed in the middle,
+/// after batch [`CRASH_PAUSE_AT`].
+fn crash_child_batched(dir: &str, mode: &str) {
+    let op = match mode {
+        "commit" => BatchedOp::Commit,
+        "delete" => BatchedOp::Delete,
+        other => panic!("unknown crash child mode {other:?}"),
+    };
+    let armed = Arc::new(AtomicBool::new(false));
+    let hook_armed = Arc::clone(&armed);
+    let options = StoreOptions::default()
+        .with_batch_records(CRASH_BATCH_RECORDS)
+        .with_fault_hook(Arc::new(move |o, n| {
+            if hook_armed.load(Ordering::SeqCst) && o == op && n == CRASH_PAUSE_AT {
+                println!("CRASH-CHILD paused");
+                // Bounded: the parent kills us long before.
+                std::thread::sleep(Duration::from_secs(120));
+            }
+            Fault::Continue
+        }));
+    let s = FjallStore::open_with(dir, BIG_QUOTA, options).expect("child: open");
+    upload(&s, &blocks_of(&[0]), "zero.bin", PINNED);
+    upload_built(&s, &crash_complete_dataset(), PINNED).expect("child: upload");
+    let big = crash_big_dataset();
+    if op == BatchedOp::Delete {
+        upload_built(&s, &big, PINNED).expect("child: upload big");
+    }
+    s.sync().expect("child: sync");
+    println!("CRASH-CHILD committed");
+    armed.store(true, Ordering::SeqCst);
+    if op == BatchedOp::Commit {
+        upload_built(&s, &big, PINNED).expect("child: commit");
+    } else {
+        s.delete_dataset(&big.ds.manifest_cid)
+            .expect("child: delete");
+    }
+    panic!("child was not killed");
+}
+
+/// Starts the child in `mode`, feeds its output lines to `done` until it returns true, then
+/// kills it (SIGKILL) and returns its store directory.
+fn crash_child_run(mode: &str, mut done: impl FnMut(&str) -> bool) -> tempfile::TempDir {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
@@ -1367,6 +2345,7 @@ fn fjall_crash_mid_upload() {
     let mut child = Command::new(std::env::current_exe().expect("test binary path"))
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
         .env(CRASH_ENV, dir.path())
+        .env(CRASH_MODE_ENV, mode)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -1382,34 +2361,44 @@ fn fjall_crash_mid_upload() {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(90);
-    let mut committed = false;
-    let mut staged_seen = 0u64;
-    while staged_seen < CRASH_KILL_AFTER {
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            // libtest may print "test crash_child ... " on the same line first.
-            Ok(line) if line.ends_with("CRASH-CHILD committed") => committed = true,
             Ok(line) => {
-                if let Some((_, n)) = line.split_once("CRASH-CHILD staged ") {
-                    staged_seen = n.trim().parse().expect("count");
+                if done(&line) {
+                    break;
                 }
             }
             Err(e) => {
                 child.kill().ok();
                 child.wait().ok();
-                panic!(
-                    "child made no progress in time ({e}); committed={committed}, staged={staged_seen}"
-                );
+                panic!("child ({mode}) made no progress in time ({e})");
             }
         }
     }
-    assert!(committed);
     child.kill().expect("SIGKILL the child");
     let status = child.wait().expect("reap the child");
     assert!(!status.success(), "the child was killed");
-    // Whatever the child wrote after its last line is at most a few batches more.
     drop(rx);
     reader.join().expect("reader thread");
+    dir
+}
+
+#[test]
+fn fjall_crash_mid_upload() {
+    let mut committed = false;
+    let mut staged_seen = 0u64;
+    let dir = crash_child_run("upload", |line| {
+        // libtest may print "test crash_child ... " on the same line first.
+        if line.ends_with("CRASH-CHILD committed") {
+            committed = true;
+        } else if let Some((_, n)) = line.split_once("CRASH-CHILD staged ") {
+            staged_seen = n.trim().parse().expect("count");
+        }
+        staged_seen >= CRASH_KILL_AFTER
+    });
+    assert!(committed);
+    // Whatever the child wrote after its last line is at most a few batches more.
 
     let s = FjallStore::open(dir.path(), BIG_QUOTA).expect("reopen after the crash");
     let zero = build(&blocks_of(&[0]), "zero.bin");
@@ -1430,7 +2419,53 @@ fn fjall_crash_mid_upload() {
         let (cid, _) = crash_staged_block(i);
         assert!(!s.has_block(&cid).expect("has"), "staged block {i} is gone");
     }
+    s.check_integrity().expect("integrity after recovery");
     // And the store keeps working.
     let more = upload(&s, &pattern(7778, BS * 2), "more", PINNED);
     assert_space(&s, &[&zero, &complete, &more]);
+}
+
+/// Kills the child in `mode` in the middle of its commit or delete of the big dataset and checks
+/// that the reopened store holds exactly the two other datasets.
+fn fjall_crash_mid_batched(mode: &str) {
+    let mut committed = false;
+    let dir = crash_child_run(mode, |line| {
+        if line.ends_with("CRASH-CHILD committed") {
+            committed = true;
+        }
+        line.ends_with("CRASH-CHILD paused")
+    });
+    assert!(committed);
+    let s = FjallStore::open_with(dir.path(), BIG_QUOTA, batched()).expect("reopen");
+    let zero = build(&blocks_of(&[0]), "zero.bin");
+    let complete = crash_complete_dataset();
+    let big = crash_big_dataset();
+    assert_gone(&s, &big, &[&zero, &complete]);
+    assert!(
+        s.list_datasets(true)
+            .expect("list")
+            .iter()
+            .all(|r| r.state == DatasetState::Complete)
+    );
+    assert_readable(&s, &zero);
+    assert_readable(&s, &complete);
+    s.check_integrity().expect("integrity after recovery");
+    // And the store keeps working.
+    upload_built(&s, &big, PINNED).expect("upload again");
+    assert_readable(&s, &big);
+    assert_space(&s, &[&zero, &complete, &big]);
+    drop(s);
+    let s = FjallStore::open(dir.path(), BIG_QUOTA).expect("reopen");
+    assert_space(&s, &[&zero, &complete, &big]);
+    s.check_integrity().expect("integrity");
+}
+
+#[test]
+fn fjall_crash_mid_commit() {
+    fjall_crash_mid_batched("commit");
+}
+
+#[test]
+fn fjall_crash_mid_delete() {
+    fjall_crash_mid_batched("delete");
 }

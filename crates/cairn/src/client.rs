@@ -95,6 +95,24 @@ impl Client {
         Ok(value)
     }
 
+    /// `GET path`, answered with text; `timeout` bounds the whole request.
+    pub(crate) fn get_text(&self, path: &str, timeout: std::time::Duration) -> Outcome<String> {
+        let response = self
+            .agent
+            .get(self.url(path))
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()
+            .map_err(|e| self.transport_error(e))?;
+        let mut response = self.check(response)?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .with_context(|| format!("reading the answer to GET {path}"))?;
+        Ok(text)
+    }
+
     /// `DELETE path`.
     pub(crate) fn delete(&self, path: &str) -> Outcome {
         let response = self

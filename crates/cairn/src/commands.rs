@@ -581,3 +581,106 @@ mod tests {
         );
     }
 }
+
+/// Splits `…/p2p/<id>` into the peer id and the address before it; a bare peer id has none.
+fn split_peer_addr(addr: &str) -> Result<(String, Option<String>), Failure> {
+    let addr = addr.trim();
+    if !addr.starts_with('/') {
+        if addr.is_empty() || !addr.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "'{addr}' is neither a multiaddr nor a peer id"
+            )));
+        }
+        return Ok((addr.to_owned(), None));
+    }
+    let Some((base, peer)) = addr.rsplit_once("/p2p/") else {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the address '{addr}' must end with /p2p/<peer id>"
+        )));
+    };
+    if peer.is_empty() || peer.contains('/') {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "the address '{addr}' must end with /p2p/<peer id>"
+        )));
+    }
+    Ok((peer.to_owned(), (!base.is_empty()).then(|| base.to_owned())))
+}
+
+/// Percent-encodes a query value (multiaddrs hold `/`).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `cairn connect ADDR`.
+pub(crate) fn connect(client: &Client, addr: &str, json: bool) -> Outcome {
+    let (peer, base) = split_peer_addr(addr)?;
+    let mut path = format!("/connect/{peer}");
+    if let Some(base) = base {
+        path.push_str(&format!("?addrs={}", query_escape(&base)));
+    }
+    let text = client.get_text(&path, std::time::Duration::from_secs(60))?;
+    if json {
+        print_json(&json!({ "peerId": peer, "connected": true }))
+    } else {
+        print_stdout(&format!("{} ({peer})", text.trim()))
+    }
+}
+
+/// `cairn peers`.
+pub(crate) fn peers(client: &Client, json: bool) -> Outcome {
+    let info = client.get_json("/debug/info")?;
+    let nodes = info["table"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if json {
+        return print_json(&Value::Array(nodes));
+    }
+    if nodes.is_empty() {
+        return print_stdout("no connected peers");
+    }
+    let lines: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            let addrs: Vec<&str> = n["addresses"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!(
+                "{}  {}",
+                n["peerId"].as_str().unwrap_or("?"),
+                if addrs.is_empty() {
+                    "(no address)".to_owned()
+                } else {
+                    addrs.join(", ")
+                }
+            )
+        })
+        .collect();
+    print_stdout(&lines.join("\n"))
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[test]
+    fn peer_addresses() {
+        let (peer, base) =
+            split_peer_addr("/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWabc").expect("valid");
+        assert_eq!(peer, "12D3KooWabc");
+        assert_eq!(base.as_deref(), Some("/ip4/127.0.0.1/tcp/4001"));
+        assert_eq!(split_peer_addr("12D3KooWabc").expect("bare").1, None);
+        assert!(split_peer_addr("/ip4/127.0.0.1/tcp/4001").is_err());
+        assert!(split_peer_addr("not a peer").is_err());
+        assert_eq!(query_escape("/ip4/1.2.3.4"), "%2Fip4%2F1.2.3.4");
+    }
+}

@@ -59,6 +59,28 @@ pub(crate) struct Settings {
     /// Send CORS headers allowing this origin (e.g. http://localhost:3000) [default: none]
     #[arg(long, value_name = "ORIGIN")]
     pub(crate) api_cors_origin: Option<String>,
+    /// IP the p2p layer listens on (TCP) [default: 0.0.0.0]
+    #[arg(long, value_name = "IP")]
+    pub(crate) listen_ip: Option<IpAddr>,
+    /// TCP port of the p2p layer; 0 lets the OS choose [default: 0]
+    #[arg(long, value_name = "PORT")]
+    pub(crate) listen_port: Option<u16>,
+    /// Bootstrap peer, a multiaddr ending in /p2p/<peer id>; repeat the flag (or separate with
+    /// commas) for several
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub(crate) bootstrap_node: Option<Vec<String>>,
+    /// Address to announce to peers (e.g. /ip4/203.0.113.7/tcp/8070); repeatable
+    #[arg(long, value_name = "MULTIADDR", value_delimiter = ',')]
+    pub(crate) announce_addr: Option<Vec<String>>,
+    /// Maximum connected peers [default: 160]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_peers: Option<u32>,
+    /// Seconds between re-provides of every advertised dataset on the DHT [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) reprovide_interval: Option<u64>,
+    /// Seconds a DHT provider lookup may take [default: 30]
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) lookup_timeout: Option<u64>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives such as
     /// info,cairn_store=debug [default: info]
     #[arg(long, value_name = "FILTER")]
@@ -350,6 +372,16 @@ mod tests {
             ("CAIRN_MAX_UPLOAD_SIZE", "1048576"),
             ("CAIRN_API_CORS_ORIGIN", "*"),
             ("CAIRN_LOG_LEVEL", "info,cairn_store=debug"),
+            ("CAIRN_LISTEN_IP", "127.0.0.1"),
+            ("CAIRN_LISTEN_PORT", "8070"),
+            (
+                "CAIRN_BOOTSTRAP_NODE",
+                "/ip4/10.0.0.1/tcp/1/p2p/a,/ip4/10.0.0.2/tcp/2/p2p/b",
+            ),
+            ("CAIRN_ANNOUNCE_ADDR", "/ip4/203.0.113.7/tcp/8070"),
+            ("CAIRN_MAX_PEERS", "50"),
+            ("CAIRN_REPROVIDE_INTERVAL", "300"),
+            ("CAIRN_LOOKUP_TIMEOUT", "10"),
         ]);
         let settings = settings_from_env(&|k: &str| env.get(k).cloned()).unwrap();
         assert_eq!(
@@ -362,6 +394,16 @@ mod tests {
                 max_upload_size: Some(ByteSize(1 << 20)),
                 api_cors_origin: Some("*".into()),
                 log_level: Some("info,cairn_store=debug".into()),
+                listen_ip: Some("127.0.0.1".parse().unwrap()),
+                listen_port: Some(8070),
+                bootstrap_node: Some(vec![
+                    "/ip4/10.0.0.1/tcp/1/p2p/a".into(),
+                    "/ip4/10.0.0.2/tcp/2/p2p/b".into()
+                ]),
+                announce_addr: Some(vec!["/ip4/203.0.113.7/tcp/8070".into()]),
+                max_peers: Some(50),
+                reprovide_interval: Some(300),
+                lookup_timeout: Some(10),
             }
         );
         // Every field of Settings is a NodeConfig key (NodeConfig denies unknown fields).

@@ -60,6 +60,15 @@ enum Command {
     Space,
     /// Show the node's identity, addresses and version
     Info,
+    /// Connect the node to a peer: a multiaddr ending in /p2p/<peer id>, or a bare peer id (its
+    /// addresses are then looked up in the DHT)
+    Connect {
+        /// e.g. /ip4/192.0.2.1/tcp/8070/p2p/12D3KooW...
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+    /// List the peers the node is connected to
+    Peers,
 }
 
 /// The full command, with the environment variable of every `start` setting in its help.
@@ -103,6 +112,8 @@ fn run(cli: Cli) -> Outcome {
         Command::Rm { cid } => commands::rm(&client, cid, json),
         Command::Space => commands::space(&client, json),
         Command::Info => commands::info(&client, json),
+        Command::Connect { addr } => commands::connect(&client, addr, json),
+        Command::Peers => commands::peers(&client, json),
     }
 }
 

@@ -1,7 +1,5 @@
 //! The data endpoints (`rest-api.md` §2).
 
-use std::sync::atomic::Ordering;
-
 use axum::{
     Json,
     body::Body,
@@ -20,6 +18,7 @@ use super::{
 };
 use crate::{
     download::{DatasetSource, stream_range},
+    fetch::FetchError,
     upload::{UploadError, UploadRequest, store_upload},
 };
 
@@ -76,7 +75,12 @@ pub(crate) async fn upload(
     };
     let stream = body.into_data_stream();
     match store_upload(st.store.clone(), stream, request).await {
-        Ok(cid) => Ok(text_response(StatusCode::OK, cid.to_string())),
+        Ok(cid) => {
+            if advertise {
+                provide_dataset(&st, cid);
+            }
+            Ok(text_response(StatusCode::OK, cid.to_string()))
+        }
         Err(e) => Err(match e {
             UploadError::Empty => ApiError::bad_request(e.to_string()),
             UploadError::TooLarge(_) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
@@ -109,17 +113,24 @@ async fn local_manifest(st: &AppState, cid: Cid) -> ApiResult<(DatasetRecord, Ma
     Ok((record, manifest))
 }
 
-/// `GET /data/{cid}`.
+/// `GET /data/{cid}`: a locally stored manifest; missing blocks are fetched from peers.
 pub(crate) async fn download(
     State(st): State<AppState>,
     Path(cid): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let cid = params::parse_cid(&cid)?;
-    serve_local(&st, cid, &headers).await
+    match cid.codec() {
+        Codec::Manifest => {
+            let (record, manifest) = local_manifest(&st, cid).await?;
+            serve_dataset(&st, record, manifest, &headers).await
+        }
+        _ => serve_block(&st, cid).await,
+    }
 }
 
-/// `GET /data/{cid}/network/stream`: with no network yet, this serves what is local.
+/// `GET /data/{cid}/network/stream`: fetches the manifest and blocks from peers as needed and
+/// streams in order as soon as the first blocks arrive. Newly fetched data is cached (unpinned).
 pub(crate) async fn network_stream(
     State(st): State<AppState>,
     Path(cid): Path<String>,
@@ -128,8 +139,22 @@ pub(crate) async fn network_stream(
 ) -> ApiResult<Response> {
     let cid = params::parse_cid(&cid)?;
     let query = params::query_map(query.as_deref());
-    params::advertise_param(&query)?;
-    let mut response = serve_local(&st, cid, &headers).await?;
+    let advertise = params::advertise_param(&query)?;
+    let mut response = match cid.codec() {
+        Codec::Manifest => {
+            let flags = DatasetFlags {
+                pinned: false,
+                advertise,
+            };
+            let (record, manifest) = st
+                .fetcher
+                .ensure_manifest(cid, flags, false)
+                .await
+                .map_err(fetch_error)?;
+            serve_dataset(&st, record, manifest, &headers).await?
+        }
+        _ => serve_block(&st, cid).await?,
+    };
     response.headers_mut().insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Disposition"),
@@ -137,41 +162,72 @@ pub(crate) async fn network_stream(
     Ok(response)
 }
 
-async fn serve_local(st: &AppState, cid: Cid, headers: &HeaderMap) -> ApiResult<Response> {
-    match cid.codec() {
-        Codec::Manifest => serve_dataset(st, cid, headers).await,
-        Codec::Block => {
-            let block = st
-                .blocking(move |s| s.get_block(&cid))
-                .await?
-                .ok_or_else(|| ApiError::not_retrievable("block not found locally"))?;
-            Ok((
-                StatusCode::OK,
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream"),
-                    (header::CONTENT_DISPOSITION, "attachment"),
-                ],
-                block,
-            )
-                .into_response())
-        }
-        Codec::Root | Codec::SlotRoot => {
-            Err(ApiError::not_retrievable("not a manifest or block CID"))
-        }
+/// Maps a fetch failure to the API's answers.
+fn fetch_error(e: FetchError) -> ApiError {
+    match e {
+        FetchError::ManifestNotFound
+        | FetchError::BadManifest(_)
+        | FetchError::Network(_)
+        | FetchError::NoPeers => ApiError::not_retrievable(e),
+        FetchError::Quota(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, m),
+        FetchError::Cancelled => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        FetchError::Store(m) => ApiError::internal(m),
     }
 }
 
-async fn serve_dataset(st: &AppState, cid: Cid, headers: &HeaderMap) -> ApiResult<Response> {
-    let (record, manifest) = local_manifest(st, cid).await?;
-    if record.state != DatasetState::Complete {
+async fn serve_block(st: &AppState, cid: Cid) -> ApiResult<Response> {
+    if cid.codec() != Codec::Block {
+        return Err(ApiError::not_retrievable("not a manifest or block CID"));
+    }
+    let block = st
+        .blocking(move |s| s.get_block(&cid))
+        .await?
+        .ok_or_else(|| ApiError::not_retrievable("block not found locally"))?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CONTENT_DISPOSITION, "attachment"),
+        ],
+        block,
+    )
+        .into_response())
+}
+
+/// Refuses a fetch that cannot fit in the quota even with the store emptied of what it may evict.
+async fn check_room(st: &AppState, record: &DatasetRecord, manifest: &Manifest) -> ApiResult<()> {
+    let tree = record.tree_cid;
+    let (space, info) = st
+        .blocking(move |s| Ok((s.space()?, s.tree_info(&tree)?)))
+        .await?;
+    let held = info.map_or(0, |i| i.held);
+    let needed =
+        (manifest.blocks_count().saturating_sub(held)) * u64::from(manifest.block_size.get());
+    if needed > space.quota_max_bytes {
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INSUFFICIENT_STORAGE,
             format!(
-                "The dataset {cid} is not complete on this node and fetching missing blocks \
-                 from peers is not available yet."
+                "Not enough storage quota: {needed} bytes needed, {} bytes free",
+                space.quota_max_bytes.saturating_sub(space.quota_used_bytes)
             ),
         ));
     }
+    Ok(())
+}
+
+async fn serve_dataset(
+    st: &AppState,
+    record: DatasetRecord,
+    manifest: Manifest,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let cid = record.manifest_cid;
+    let transfer = if record.state == DatasetState::Complete {
+        None
+    } else {
+        check_room(st, &record, &manifest).await?;
+        Some(st.fetcher.attach(&record, &manifest))
+    };
     let size = manifest
         .erasure
         .as_ref()
@@ -180,28 +236,27 @@ async fn serve_dataset(st: &AppState, cid: Cid, headers: &HeaderMap) -> ApiResul
         Some(spec) => match parse_range(spec, size) {
             RangeSpec::Satisfiable(a, b) => Some((a, b)),
             RangeSpec::Ignored => None,
-            RangeSpec::Unsatisfiable => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [
-                        (header::CONTENT_RANGE, format!("bytes */{size}")),
-                        (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
-                    ],
-                    format!("Range not satisfiable for a dataset of {size} bytes"),
-                )
-                    .into_response());
-            }
+            RangeSpec::Unsatisfiable => return Ok(unsatisfiable(size)),
         },
         None => None,
     };
+    let (start, end) = range.map_or((0, size), |(a, b)| (a, b + 1));
+    let block_size = u64::from(manifest.block_size.get());
+    if let Some(lease) = &transfer {
+        // Until the first block is here, a failure can still be answered with a status.
+        let tree = record.tree_cid;
+        let first = start / block_size;
+        let store = st.store.clone();
+        let ready = move || matches!(store.leaf(&tree, first), Ok(Some(_)));
+        lease.transfer.wait_for(ready).await.map_err(fetch_error)?;
+    }
     let store = st.store.clone();
     tokio::task::spawn_blocking(move || store.touch(&cid));
-    let (start, end) = range.map_or((0, size), |(a, b)| (a, b + 1));
     let source = DatasetSource {
         tree_cid: manifest.tree_cid,
-        block_size: u64::from(manifest.block_size.get()),
+        block_size,
     };
-    let body = Body::from_stream(stream_range(st.store.clone(), source, start, end));
+    let body = Body::from_stream(stream_range(st.store.clone(), source, start, end, transfer));
     let mut response = Response::new(body);
     *response.status_mut() = if range.is_some() {
         StatusCode::PARTIAL_CONTENT
@@ -231,6 +286,19 @@ async fn serve_dataset(st: &AppState, cid: Cid, headers: &HeaderMap) -> ApiResul
         );
     }
     Ok(response)
+}
+
+/// `416` for a range that starts past the end.
+fn unsatisfiable(size: u64) -> Response {
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [
+            (header::CONTENT_RANGE, format!("bytes */{size}")),
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+        ],
+        format!("Range not satisfiable for a dataset of {size} bytes"),
+    )
+        .into_response()
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -334,8 +402,8 @@ fn manifest_cid(text: &str) -> ApiResult<Cid> {
     Ok(cid)
 }
 
-/// `POST /data/{cid}/network`: the dataset is stored (pinned) on this node. Without the network
-/// layer only fully local datasets can be "downloaded"; they finish at once.
+/// `POST /data/{cid}/network`: stores the dataset on this node (pinned), fetching what is
+/// missing in the background.
 pub(crate) async fn network_download(
     State(st): State<AppState>,
     Path(cid): Path<String>,
@@ -347,27 +415,28 @@ pub(crate) async fn network_download(
     if cid.codec() != Codec::Manifest {
         return Err(ApiError::not_retrievable("not a manifest CID"));
     }
-    let (record, manifest) = local_manifest(&st, cid).await?;
-    if record.state != DatasetState::Complete {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "The download cannot be started: blocks are missing locally and this node has no \
-             network layer yet.",
-        ));
-    }
     let flags = DatasetFlags {
         pinned: true,
         advertise,
     };
-    st.blocking(move |s| s.set_flags(&cid, flags)).await?;
-    let download_id = st.next_download_id.fetch_add(1, Ordering::Relaxed);
+    let (record, manifest) = st
+        .fetcher
+        .ensure_manifest(cid, flags, true)
+        .await
+        .map_err(fetch_error)?;
+    let download_id = if record.state == DatasetState::Complete {
+        st.fetcher.finished_id()
+    } else {
+        check_room(&st, &record, &manifest).await?;
+        st.fetcher.start_background(&record, &manifest)
+    };
     Ok(Json(DownloadStarted {
         item: DataItem::new(&cid, &manifest),
         download_id,
     }))
 }
 
-/// `GET /data/{cid}/network/manifest`.
+/// `GET /data/{cid}/network/manifest`: fetches and stores the manifest only.
 pub(crate) async fn network_manifest(
     State(st): State<AppState>,
     Path(cid): Path<String>,
@@ -375,33 +444,55 @@ pub(crate) async fn network_manifest(
 ) -> ApiResult<Json<DataItem>> {
     let cid = params::parse_cid(&cid)?;
     let query = params::query_map(query.as_deref());
-    params::advertise_param(&query)?;
+    let advertise = params::advertise_param(&query)?;
     if cid.codec() != Codec::Manifest {
         return Err(ApiError::not_retrievable("not a manifest CID"));
     }
-    let (_, manifest) = local_manifest(&st, cid).await?;
+    let flags = DatasetFlags {
+        pinned: false,
+        advertise,
+    };
+    let (_, manifest) = st
+        .fetcher
+        .ensure_manifest(cid, flags, false)
+        .await
+        .map_err(fetch_error)?;
     Ok(Json(DataItem::new(&cid, &manifest)))
 }
 
-/// `GET /data/{cid}/network/progress/{downloadId}`: downloads of local data finish at once.
+/// `GET /data/{cid}/network/progress/{downloadId}`.
 pub(crate) async fn download_progress(
+    State(st): State<AppState>,
     Path((cid, id)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     params::parse_cid(&cid)?;
-    params::download_id(&id)?;
-    Ok(Json(serde_json::json!({ "active": false })))
+    let id = params::download_id(&id)?;
+    Ok(Json(match st.fetcher.progress(id) {
+        Some(p) => serde_json::json!({
+            "active": true,
+            "received": p.held,
+            "total": p.total,
+            "bytes": p.bytes,
+        }),
+        None => serde_json::json!({ "active": false }),
+    }))
 }
 
 /// `DELETE /data/{cid}/network/{downloadId}`.
 pub(crate) async fn cancel_download(
+    State(st): State<AppState>,
     Path((cid, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    params::parse_cid(&cid)?;
-    params::download_id(&id)?;
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "Background download not found",
-    ))
+    let cid = params::parse_cid(&cid)?;
+    let id = params::download_id(&id)?;
+    if st.fetcher.cancel(&cid, id) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "Background download not found",
+        ))
+    }
 }
 
 /// `GET /data/{cid}/advertise`.
@@ -441,6 +532,18 @@ pub(crate) async fn set_advertise(
         ..record.flags
     };
     st.blocking(move |s| s.set_flags(&cid, flags)).await?;
+    if advertise {
+        if record.state == DatasetState::Complete {
+            provide_dataset(&st, cid);
+        }
+    } else {
+        let net = st.fetcher.network().clone();
+        let tree = record.tree_cid;
+        tokio::spawn(async move {
+            let _ = net.stop_providing(cid).await;
+            let _ = net.stop_providing(tree).await;
+        });
+    }
     Ok(Json(AdvertiseDto {
         cid: cid.to_string(),
         advertise,
@@ -450,6 +553,22 @@ pub(crate) async fn set_advertise(
 /// `GET /space`.
 pub(crate) async fn space(State(st): State<AppState>) -> ApiResult<Json<SpaceDto>> {
     Ok(Json(st.blocking(|s| s.space()).await?.into()))
+}
+
+/// Provides a complete dataset's manifest CID and tree CID on the DHT, in the background.
+fn provide_dataset(st: &AppState, manifest_cid: Cid) {
+    let st = st.clone();
+    tokio::spawn(async move {
+        let Ok(Some(record)) = st.blocking(move |s| s.dataset(&manifest_cid)).await else {
+            return;
+        };
+        let net = st.fetcher.network();
+        for cid in [record.manifest_cid, record.tree_cid] {
+            if let Err(e) = net.provide(cid).await {
+                tracing::warn!(%cid, error = %e, "providing failed");
+            }
+        }
+    });
 }
 
 #[cfg(test)]

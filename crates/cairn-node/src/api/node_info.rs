@@ -6,7 +6,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use cairn_net::PeerId;
+use cairn_net::{Multiaddr, NetError, NetStatus, PeerId, Protocol, node_id_hex};
 use serde_json::json;
 
 use super::{
@@ -50,9 +50,32 @@ fn prefers_text(headers: &HeaderMap) -> bool {
     }
 }
 
-fn spr_text(st: &AppState) -> ApiResult<String> {
+/// The network status, or an empty one if the network layer is not answering.
+async fn net_status(st: &AppState) -> NetStatus {
+    st.fetcher
+        .network()
+        .status()
+        .await
+        .unwrap_or_else(|_| NetStatus {
+            listen_addrs: Vec::new(),
+            external_addrs: Vec::new(),
+            connected: Vec::new(),
+            routing_table_size: 0,
+        })
+}
+
+/// The addresses peers should dial: the external ones, else the listen addresses.
+fn announced(status: &NetStatus) -> Vec<Multiaddr> {
+    if status.external_addrs.is_empty() {
+        status.listen_addrs.clone()
+    } else {
+        status.external_addrs.clone()
+    }
+}
+
+fn spr_text(st: &AppState, addrs: Vec<Multiaddr>) -> ApiResult<String> {
     st.identity
-        .signed_peer_record(Vec::new())
+        .signed_peer_record(addrs)
         .map(|spr| spr.to_text())
         .map_err(|e| {
             ApiError::new(
@@ -62,9 +85,30 @@ fn spr_text(st: &AppState) -> ApiResult<String> {
         })
 }
 
+/// `ip:port` of the first IP/TCP address, or "".
+fn ip_port(addrs: &[Multiaddr]) -> String {
+    addrs
+        .iter()
+        .find_map(|a| {
+            let mut ip = None;
+            let mut port = None;
+            for p in a.iter() {
+                match p {
+                    Protocol::Ip4(v) => ip = Some(v.to_string()),
+                    Protocol::Ip6(v) => ip = Some(format!("[{v}]")),
+                    Protocol::Tcp(v) => port = Some(v),
+                    _ => {}
+                }
+            }
+            Some(format!("{}:{}", ip?, port?))
+        })
+        .unwrap_or_default()
+}
+
 /// `GET /spr`.
 pub(crate) async fn spr(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Response> {
-    let text = spr_text(&st)?;
+    let status = net_status(&st).await;
+    let text = spr_text(&st, announced(&status))?;
     Ok(if prefers_text(&headers) {
         text_response(StatusCode::OK, text)
     } else {
@@ -84,12 +128,37 @@ pub(crate) async fn peer_id(State(st): State<AppState>, headers: HeaderMap) -> R
 
 /// `GET /debug/info`, pretty-printed, with the Gen-1 and Gen-2 fields.
 pub(crate) async fn debug_info(State(st): State<AppState>) -> ApiResult<Response> {
-    let spr = spr_text(&st)?;
+    let status = net_status(&st).await;
+    let addrs = announced(&status);
+    let spr = spr_text(&st, addrs.clone())?;
     let peer = st.identity.peer_id().to_string();
+    let strs = |v: &[Multiaddr]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let nodes: Vec<_> = status
+        .connected
+        .iter()
+        .map(|p| {
+            json!({
+                "nodeId": node_id_hex(&p.peer_id),
+                "peerId": p.peer_id.to_string(),
+                "record": "",
+                "address": ip_port(&p.addresses),
+                "seen": true,
+                "addresses": strs(&p.addresses),
+                "lastSeen": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            })
+        })
+        .collect();
+    let connections: Vec<_> = status
+        .connected
+        .iter()
+        .map(|p| json!({ "peerId": p.peer_id.to_string(), "direct": p.direct }))
+        .collect();
     let info = json!({
         "id": peer,
-        "addrs": [],
-        "announceAddresses": [],
+        "addrs": strs(&status.listen_addrs),
+        "announceAddresses": strs(&addrs),
         "spr": spr,
         "repo": st.data_dir.display().to_string(),
         "libp2pPubKey": hex::encode(st.identity.public_key_raw()),
@@ -98,12 +167,13 @@ pub(crate) async fn debug_info(State(st): State<AppState>) -> ApiResult<Response
                 "nodeId": st.identity.node_id_hex(),
                 "peerId": peer,
                 "record": spr,
-                "address": "",
+                "address": ip_port(&addrs),
                 "seen": false,
-                "addresses": [],
+                "addresses": strs(&addrs),
                 "lastSeen": null,
             },
-            "nodes": [],
+            "nodes": nodes,
+            "size": status.routing_table_size,
         },
         "storage": { "version": VERSION, "revision": REVISION },
         "codex": { "version": VERSION, "revision": REVISION },
@@ -113,7 +183,8 @@ pub(crate) async fn debug_info(State(st): State<AppState>) -> ApiResult<Response
             "relayRunning": false,
             "portMapping": "none",
         },
-        "connections": [],
+        "connections": connections,
+        "transfer": { "bytesReceived": st.fetcher.bytes_received() },
     });
     let body = serde_json::to_string_pretty(&info).map_err(ApiError::internal)?;
     Ok((
@@ -190,19 +261,62 @@ fn parse_peer_id(text: &str) -> ApiResult<PeerId> {
         .map_err(|e| ApiError::bad_request(format!("Invalid peer id: {e}")))
 }
 
-/// `GET /debug/peer/{peerId}`: this node knows no peers until the network layer runs.
-pub(crate) async fn debug_peer(Path(peer): Path<String>) -> ApiResult<Response> {
-    parse_peer_id(&peer)?;
-    Err(ApiError::bad_request("Unable to find Peer!"))
+/// `GET /debug/peer/{peerId}`: what this node knows of a connected peer.
+pub(crate) async fn debug_peer(
+    State(st): State<AppState>,
+    Path(peer): Path<String>,
+) -> ApiResult<Response> {
+    let peer = parse_peer_id(&peer)?;
+    let status = net_status(&st).await;
+    let info = status
+        .connected
+        .iter()
+        .find(|p| p.peer_id == peer)
+        .ok_or_else(|| ApiError::bad_request("Unable to find Peer!"))?;
+    let addresses: Vec<_> = info
+        .addresses
+        .iter()
+        .map(|a| json!({ "address": a.to_string() }))
+        .collect();
+    Ok(
+        Json(json!({ "peerId": peer.to_string(), "seqNo": 0, "addresses": addresses }))
+            .into_response(),
+    )
 }
 
-/// `GET /connect/{peerId}`: needs the network layer, which this node does not run yet.
-pub(crate) async fn connect(Path(peer): Path<String>) -> ApiResult<Response> {
-    parse_peer_id(&peer)?;
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Peer connections are not available: the network layer is not running on this node.",
-    ))
+/// `GET /connect/{peerId}?addrs=…`: dials the peer; downloads then ask it for blocks too.
+pub(crate) async fn connect(
+    State(st): State<AppState>,
+    Path(peer): Path<String>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Response> {
+    let peer = parse_peer_id(&peer)?;
+    let mut addrs = Vec::new();
+    for pair in query.as_deref().unwrap_or("").split('&') {
+        let Some(("addrs", value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = params::percent_decode(value);
+        let addr = value
+            .parse::<Multiaddr>()
+            .map_err(|e| ApiError::bad_request(format!("Invalid multiaddress '{value}': {e}")))?;
+        addrs.push(addr);
+    }
+    match st.fetcher.network().connect(peer, addrs).await {
+        Ok(()) => Ok(text_response(
+            StatusCode::OK,
+            "Successfully connected to peer",
+        )),
+        Err(NetError::PeerNotFound) => Err(ApiError::bad_request("Unable to find Peer!")),
+        Err(NetError::Dial(reason)) => {
+            tracing::info!(%peer, %reason, "dial failed");
+            Err(ApiError::bad_request("Unable to dial peer"))
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("Unknown error dialling peer: {e}"),
+        )),
+    }
 }
 
 /// Marketplace paths (`rest-api.md` §5).

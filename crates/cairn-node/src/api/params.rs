@@ -22,7 +22,7 @@ pub(crate) fn query_map(query: Option<&str>) -> HashMap<String, String> {
     map
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,9 +1,6 @@
 //! State shared by the request handlers.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, atomic::AtomicU64},
-};
+use std::{path::PathBuf, sync::Arc};
 
 use cairn_net::Identity;
 use cairn_store::BlockStore;
@@ -23,7 +20,7 @@ pub(crate) struct Inner {
     pub(crate) max_upload_size: Option<u64>,
     pub(crate) cors_origin: Option<String>,
     pub(crate) log_control: Option<Arc<dyn LogControl>>,
-    pub(crate) next_download_id: AtomicU64,
+    pub(crate) fetcher: crate::fetch::Fetcher,
 }
 
 impl std::fmt::Debug for AppState {

@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+""""Our side" of the p2p transfer benchmark, for compare.py (see docs/benchmarks.md).
+
+Starts 1 seeder and N leecher cairn nodes as separate processes on 127.0.0.1, imports FILE into
+the seeder (untimed), waits until every leecher is connected to it (untimed), then times from the
+moment the leechers are told to fetch (POST /data/{cid}/network on each) until the last one holds
+the complete dataset, every block verified against the tree and stored. Afterwards (untimed) it
+reads every copy back and checks it against the payload's SHA-256, and stops its nodes.
+
+Prints one JSON object: {"seconds": s, "peak_rss_mib_seeder": x, "peak_rss_mib_leecher_max": y}.
+
+  python3 bench/p2p.py --file FILE --leechers 1 --workdir DIR [--binary target/release/cairn]
+
+Standard library only. Build first: cargo build --release.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+BASE = "/api/storage/v1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, data=None, timeout=600):
+    req = urllib.request.Request(url, data=data, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def peak_rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class Node:
+    def __init__(self, binary, workdir, name, bootstrap=None):
+        self.api = free_port()
+        self.url = f"http://127.0.0.1:{self.api}{BASE}"
+        args = [binary, "start", "--data-dir", os.path.join(workdir, name), "--api-port", str(self.api),
+                "--listen-ip", "127.0.0.1", "--listen-port", "0", "--log-level", "warn"]
+        if bootstrap:
+            args += ["--bootstrap-node", bootstrap]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, name + ".log"), "wb"))
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"a node exited early with code {self.proc.returncode}")
+            try:
+                return json.loads(http("GET", self.url + "/debug/info", timeout=5))
+            except OSError:
+                time.sleep(0.05)
+        sys.exit("a node did not become ready")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--file", required=True)
+    ap.add_argument("--leechers", type=int, default=1)
+    ap.add_argument("--workdir", default=None)
+    ap.add_argument("--binary", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "cairn"))
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    a = ap.parse_args()
+    own_workdir = a.workdir is None
+    workdir = a.workdir or tempfile.mkdtemp(prefix=f"cairn-p2p-{os.getpid()}-")
+    os.makedirs(workdir, exist_ok=True)
+    nodes = []
+    try:
+        seeder = Node(a.binary, workdir, "seeder")
+        nodes.append(seeder)
+        info = seeder.wait_ready()
+        addr = next(x for x in info["addrs"] if x.startswith("/ip4/127.0.0.1/tcp/"))
+        boot = f"{addr}/p2p/{info['id']}"
+        with open(a.file, "rb") as f:
+            cid = http("POST", seeder.url + "/data", data=f).decode().strip()
+        leechers = [Node(a.binary, workdir, f"leecher{i}", boot) for i in range(a.leechers)]
+        nodes += leechers
+        for n in leechers:
+            n.wait_ready()
+        deadline = time.time() + 60
+        for n in leechers:
+            while not json.loads(http("GET", n.url + "/debug/info"))["connections"]:
+                if time.time() > deadline:
+                    sys.exit("a leecher did not connect to the seeder")
+                time.sleep(0.02)
+
+        ids = [None] * len(leechers)
+        t0 = time.monotonic()
+
+        def start(i, n):
+            ids[i] = json.loads(http("POST", f"{n.url}/data/{cid}/network"))["downloadId"]
+
+        threads = [threading.Thread(target=start, args=(i, n)) for i, n in enumerate(leechers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        pending = set(range(len(leechers)))
+        while pending:
+            for i in list(pending):
+                p = json.loads(http("GET", f"{leechers[i].url}/data/{cid}/network/progress/{ids[i]}"))
+                if not p["active"]:
+                    pending.discard(i)
+            if time.monotonic() - t0 > a.timeout:
+                sys.exit("the transfer timed out")
+            if pending:
+                time.sleep(0.005)
+        seconds = time.monotonic() - t0
+
+        want = hashlib.sha256()
+        with open(a.file, "rb") as f:
+            for b in iter(lambda: f.read(1 << 20), b""):
+                want.update(b)
+        for n in leechers:
+            h = hashlib.sha256()
+            with urllib.request.urlopen(f"{n.url}/data/{cid}", timeout=600) as r:
+                for b in iter(lambda: r.read(1 << 20), b""):
+                    h.update(b)
+            if h.hexdigest() != want.hexdigest():
+                sys.exit("a leecher's copy does not match the payload")
+        result = {
+            "seconds": round(seconds, 4),
+            "peak_rss_mib_seeder": round(peak_rss_mib(seeder.proc.pid), 1),
+            "peak_rss_mib_leecher_max": round(max(peak_rss_mib(n.proc.pid) for n in leechers), 1),
+        }
+    finally:
+        for n in nodes:
+            n.stop()
+        if own_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
