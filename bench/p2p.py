@@ -36,8 +36,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def http(method, url, data=None, timeout=600):
+def http(method, url, data=None, timeout=600, length=None):
     req = urllib.request.Request(url, data=data, method=method)
+    if length is not None:
+        req.add_header("Content-Length", str(length))
+        req.add_header("Content-Type", "application/octet-stream")
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read()
 
@@ -104,7 +107,7 @@ def main():
         addr = next(x for x in info["addrs"] if x.startswith("/ip4/127.0.0.1/tcp/"))
         boot = f"{addr}/p2p/{info['id']}"
         with open(a.file, "rb") as f:
-            cid = http("POST", seeder.url + "/data", data=f).decode().strip()
+            cid = http("POST", seeder.url + "/data", data=f, length=os.path.getsize(a.file)).decode().strip()
         leechers = [Node(a.binary, workdir, f"leecher{i}", boot) for i in range(a.leechers)]
         nodes += leechers
         for n in leechers:
@@ -138,6 +141,7 @@ def main():
             if pending:
                 time.sleep(0.005)
         seconds = time.monotonic() - t0
+        print(f"transfer done in {seconds:.3f} s", file=sys.stderr)
 
         want = hashlib.sha256()
         with open(a.file, "rb") as f:

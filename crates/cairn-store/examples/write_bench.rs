@@ -8,7 +8,8 @@
 //!
 //! `idle` opens an existing store in a fresh process and reports its RSS. With
 //! `WRITE_BENCH_TRACE=1` the upload prints the RSS every 128 MiB; with `WRITE_BENCH_DELETE=1`
-//! the dataset is deleted at the end (time and peak RSS of the delete).
+//! the dataset is deleted at the end (time and peak RSS of the delete);
+//! `WRITE_BENCH_BATCH_RECORDS=N` sets `StoreOptions::batch_records`.
 //!
 //! Blocks are 64 KiB, written 16 per call like the upload path does, then committed (one
 //! fsync). The peak RSS is reported for the staging phase and, separately, for the commit (the
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_core::{BlockSize, Cid, Codec, Dataset, sha256};
-use cairn_store::{BlockStore, DatasetFlags, FjallStore};
+use cairn_store::{BlockStore, DatasetFlags, FjallStore, StoreOptions};
 
 const BLOCK: usize = 64 * 1024;
 const BATCH: usize = 16;
@@ -45,12 +46,20 @@ fn rss_mib() -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+fn options() -> Result<StoreOptions, Box<dyn std::error::Error>> {
+    let mut options = StoreOptions::default();
+    if let Ok(n) = std::env::var("WRITE_BENCH_BATCH_RECORDS") {
+        options = options.with_batch_records(n.parse()?);
+    }
+    Ok(options)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("idle") {
         let dir = args.nth(1).ok_or("idle needs the store directory")?;
         let started = Instant::now();
-        let store = FjallStore::open(&dir, u64::MAX)?;
+        let store = FjallStore::open_with(&dir, u64::MAX, options()?)?;
         let opened = started.elapsed();
         let listed = store.list_datasets(true)?.len();
         std::thread::sleep(std::time::Duration::from_secs(3));
@@ -73,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let blocks = mib * 1024 * 1024 / BLOCK;
     println!("writing {mib} MiB ({blocks} blocks) into {}", dir.display());
 
-    let store = FjallStore::open(&dir, u64::MAX)?;
+    let store = FjallStore::open_with(&dir, u64::MAX, options()?)?;
     let (hwm, rss) = rss_mib();
     println!("opened: peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB");
 
@@ -144,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     drop(store);
 
     let started = Instant::now();
-    let store = FjallStore::open(&dir, u64::MAX)?;
+    let store = FjallStore::open_with(&dir, u64::MAX, options()?)?;
     let (_, rss) = rss_mib();
     println!(
         "reopened in {:.2} s: RSS {rss:.1} MiB (idle), disk {:.0} MiB",

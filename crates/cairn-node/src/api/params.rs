@@ -130,7 +130,14 @@ pub(crate) fn mimetype_header(headers: &HeaderMap) -> ApiResult<Option<String>> 
 /// A media type is known when `mime_guess` maps it to at least one extension (its table is the
 /// node's table of known types), or it is `application/octet-stream`.
 fn is_known_media_type(essence: &str) -> bool {
-    if essence == "application/octet-stream" {
+    // Types clients send without naming a file type: `application/x-www-form-urlencoded` is
+    // what curl `--data-binary` and most HTTP libraries put on a POST body by default.
+    const GENERIC: &[&str] = &[
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ];
+    if GENERIC.contains(&essence) {
         return true;
     }
     match essence.split_once('/') {
@@ -325,6 +332,7 @@ mod tests {
             "application/octet-stream",
             "image/png; q=1",
             "TEXT/HTML",
+            "application/x-www-form-urlencoded",
         ] {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
             assert_eq!(mimetype_header(&h).expect(ok), Some(ok.to_owned()));
