@@ -402,6 +402,32 @@ fn manifest_cid(text: &str) -> ApiResult<Cid> {
     Ok(cid)
 }
 
+/// The manifest of a `/network` request, local or fetched from peers. `store` marks an explicit
+/// store (pinned, flags applied to an existing record too); otherwise new data is only cached.
+async fn network_manifest_of(
+    st: &AppState,
+    cid: &str,
+    query: Option<String>,
+    store: bool,
+) -> ApiResult<(Cid, DatasetRecord, Manifest)> {
+    let cid = params::parse_cid(cid)?;
+    let query = params::query_map(query.as_deref());
+    let advertise = params::advertise_param(&query)?;
+    if cid.codec() != Codec::Manifest {
+        return Err(ApiError::not_retrievable("not a manifest CID"));
+    }
+    let flags = DatasetFlags {
+        pinned: store,
+        advertise,
+    };
+    let (record, manifest) = st
+        .fetcher
+        .ensure_manifest(cid, flags, store)
+        .await
+        .map_err(fetch_error)?;
+    Ok((cid, record, manifest))
+}
+
 /// `POST /data/{cid}/network`: stores the dataset on this node (pinned), fetching what is
 /// missing in the background.
 pub(crate) async fn network_download(
@@ -409,21 +435,7 @@ pub(crate) async fn network_download(
     Path(cid): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<DownloadStarted>> {
-    let cid = params::parse_cid(&cid)?;
-    let query = params::query_map(query.as_deref());
-    let advertise = params::advertise_param(&query)?;
-    if cid.codec() != Codec::Manifest {
-        return Err(ApiError::not_retrievable("not a manifest CID"));
-    }
-    let flags = DatasetFlags {
-        pinned: true,
-        advertise,
-    };
-    let (record, manifest) = st
-        .fetcher
-        .ensure_manifest(cid, flags, true)
-        .await
-        .map_err(fetch_error)?;
+    let (cid, record, manifest) = network_manifest_of(&st, &cid, query, true).await?;
     let download_id = if record.state == DatasetState::Complete {
         st.fetcher.finished_id()
     } else {
@@ -442,21 +454,7 @@ pub(crate) async fn network_manifest(
     Path(cid): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<DataItem>> {
-    let cid = params::parse_cid(&cid)?;
-    let query = params::query_map(query.as_deref());
-    let advertise = params::advertise_param(&query)?;
-    if cid.codec() != Codec::Manifest {
-        return Err(ApiError::not_retrievable("not a manifest CID"));
-    }
-    let flags = DatasetFlags {
-        pinned: false,
-        advertise,
-    };
-    let (_, manifest) = st
-        .fetcher
-        .ensure_manifest(cid, flags, false)
-        .await
-        .map_err(fetch_error)?;
+    let (cid, _, manifest) = network_manifest_of(&st, &cid, query, false).await?;
     Ok(Json(DataItem::new(&cid, &manifest)))
 }
 
