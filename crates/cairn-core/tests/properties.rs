@@ -197,7 +197,7 @@ fn delivery() -> impl Strategy<Value = BlockDelivery> {
         .prop_map(|(index, block_cid, data, proof)| BlockDelivery {
             index,
             block_cid,
-            data,
+            data: data.into(),
             proof,
         })
 }
@@ -364,6 +364,24 @@ proptest! {
         let body = resp.encode_body().expect("within limits");
         prop_assert_eq!(body.len(), resp.encoded_len());
         prop_assert_eq!(WantBlocksResponse::decode_body(&body), Ok(resp.clone()));
+        // The head followed by each block's data is the body.
+        let mut parts = resp.encode_head().expect("within limits");
+        for block in &resp.blocks {
+            parts.extend_from_slice(&block.data);
+        }
+        prop_assert_eq!(&parts, &body);
+        // Decoding an owned body gives the same response, its blocks slices of the body.
+        let owned = bytes::Bytes::from(body.clone());
+        let decoded = WantBlocksResponse::decode_bytes(owned.clone()).expect("decodes");
+        prop_assert_eq!(&decoded, &resp);
+        let range = owned.as_ptr_range();
+        for block in decoded.blocks.iter().filter(|b| !b.data.is_empty()) {
+            prop_assert!(range.contains(&block.data.as_ptr()));
+        }
+        prop_assert_eq!(
+            Frame::decode_bytes(FrameType::WantBlocksResponse, owned),
+            Ok(Frame::WantBlocksResponse(resp.clone()))
+        );
         let frame = Frame::WantBlocksResponse(resp);
         prop_assert_eq!(Frame::decode(&frame.encode().expect("encode")), Ok(frame));
     }

@@ -533,7 +533,7 @@ fn blockexc() {
         blocks: vec![BlockDelivery {
             index: 2,
             block_cid: block.cid,
-            data: block.data.clone(),
+            data: block.data.clone().into(),
             proof: Some(tree3.tree.proof(2).expect("proof")),
         }],
     };
@@ -566,7 +566,9 @@ fn blockexc() {
     let check = DeliveryCheck::new(&tree3.manifest);
     assert_eq!(check.check(&response.blocks[0]), Ok(()));
     let mut bad = response.blocks[0].clone();
-    bad.data[0] ^= 1;
+    let mut flipped = bad.data.to_vec();
+    flipped[0] ^= 1;
+    bad.data = flipped.into();
     assert_eq!(
         check.check(&bad),
         Err(DeliveryError::DataDigest { index: 2 })
@@ -892,7 +894,7 @@ fn erasure() {
         let delivery = BlockDelivery {
             index: i,
             block_cid: Cid::new(Codec::Block, leaves[i as usize]),
-            data,
+            data: data.into(),
             proof: Some(protected.tree.proof(i).expect("proof")),
         };
         assert_eq!(check.check(&delivery), Ok(()), "index {i}");
@@ -901,7 +903,7 @@ fn erasure() {
     let empty_at_data = BlockDelivery {
         index: 2,
         block_cid: Cid::EMPTY_BLOCK,
-        data: vec![],
+        data: Default::default(),
         proof: Some(protected.tree.proof(2).expect("proof")),
     };
     assert!(matches!(

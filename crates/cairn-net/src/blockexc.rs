@@ -25,6 +25,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use cairn_core::{
     Cid,
     wire::{
@@ -74,36 +75,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One encoded frame: header and body, plus the service slots it holds until it is written.
+/// The body is `body` followed by the buffers of `tail` (a response's block data, written from
+/// the buffers the store handed over rather than copied into one).
 #[derive(Debug)]
 struct OutFrame {
     header: [u8; FRAME_HEADER_LEN],
     body: Vec<u8>,
+    tail: Vec<Bytes>,
     slots: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl OutFrame {
     fn new(frame_type: FrameType, body: Vec<u8>) -> OutFrame {
+        OutFrame::with_tail(frame_type, body, Vec::new())
+    }
+
+    fn with_tail(frame_type: FrameType, body: Vec<u8>, tail: Vec<Bytes>) -> OutFrame {
         let header = FrameHeader {
             frame_type,
-            body_len: body.len(),
+            body_len: body.len() + tail.iter().map(Bytes::len).sum::<usize>(),
         }
         .encode();
         OutFrame {
             header,
             body,
+            tail,
             slots: None,
         }
     }
 
-    fn response(response: &WantBlocksResponse) -> OutFrame {
-        let body = response.encode_body().unwrap_or_else(|e| {
-            // try_push keeps responses within the limits; this is a bug guard.
-            tracing::error!(error = %e, "WantBlocksResponse over the limits, sending it empty");
-            WantBlocksResponse::empty(response.request_id, response.tree_cid)
-                .encode_body()
-                .unwrap_or_default()
-        });
-        OutFrame::new(FrameType::WantBlocksResponse, body)
+    fn response(response: WantBlocksResponse) -> OutFrame {
+        match response.encode_head() {
+            Ok(head) => {
+                let tail = response.blocks.into_iter().map(|b| b.data).collect();
+                OutFrame::with_tail(FrameType::WantBlocksResponse, head, tail)
+            }
+            Err(e) => {
+                // try_push keeps responses within the limits; this is a bug guard.
+                tracing::error!(error = %e, "WantBlocksResponse over the limits, sending it empty");
+                let body = WantBlocksResponse::empty(response.request_id, response.tree_cid)
+                    .encode_body()
+                    .unwrap_or_default();
+                OutFrame::new(FrameType::WantBlocksResponse, body)
+            }
+        }
     }
 }
 
@@ -528,7 +543,8 @@ impl Blockexc {
                 Ok(frame) => frame,
                 Err(reason) => return ReadEnd::Error(reason),
             };
-            match Frame::decode_body(frame_type, &body) {
+            // A response's blocks are slices of its body: no copy of the block data.
+            match Frame::decode_bytes(frame_type, Bytes::from(body)) {
                 Ok(Frame::Control(message)) => self.on_control(peer, message).await,
                 Ok(Frame::WantBlocksRequest(request)) => {
                     let slots = async {
@@ -545,18 +561,14 @@ impl Blockexc {
                     };
                     let server = self.server.clone();
                     let replies = replies.clone();
-                    tokio::spawn(async move {
-                        let frame =
-                            tokio::task::spawn_blocking(move || serve_blocks(&*server, &request))
-                                .await;
-                        match frame {
-                            Ok(mut frame) => {
-                                // The slots are released once the frame is written.
-                                frame.slots = Some(slots);
-                                let _ = replies.send(frame).await;
-                            }
-                            Err(e) => tracing::warn!(error = %e, "serving blocks failed"),
-                        }
+                    // Looked up and queued for the writer from the blocking pool: one hop per
+                    // request. The queue holds at most the requests in service, so the send
+                    // waits only while the writer catches up.
+                    tokio::task::spawn_blocking(move || {
+                        let mut frame = serve_blocks(&*server, &request);
+                        // The slots are released once the frame is written.
+                        frame.slots = Some(slots);
+                        let _ = replies.blocking_send(frame);
                     });
                 }
                 Ok(Frame::WantBlocksResponse(response)) => self.on_response(peer, response),
@@ -567,8 +579,7 @@ impl Blockexc {
                     ..
                 })) => {
                     tracing::debug!(%peer, request_id, "WantBlocksRequest of inconsistent length");
-                    let frame =
-                        OutFrame::response(&WantBlocksResponse::empty(request_id, tree_cid));
+                    let frame = OutFrame::response(WantBlocksResponse::empty(request_id, tree_cid));
                     if replies.send(frame).await.is_err() {
                         return ReadEnd::Clean;
                     }
@@ -750,7 +761,11 @@ async fn write_frame(
 ) -> std::io::Result<()> {
     let write = async {
         writer.write_all(&frame.header).await?;
-        writer.write_all(&frame.body).await
+        writer.write_all(&frame.body).await?;
+        for part in &frame.tail {
+            writer.write_all(part).await?;
+        }
+        Ok(())
     };
     tokio::time::timeout(stall, write)
         .await
@@ -774,8 +789,8 @@ fn serve_blocks(server: &dyn ContentServer, request: &WantBlocksRequest) -> OutF
                     let delivery = BlockDelivery {
                         index: block.index,
                         block_cid: block.cid,
-                        // Reuses the allocation when the store handed over a unique buffer.
-                        data: Vec::from(block.data),
+                        // Written from the store's buffer, not copied.
+                        data: block.data,
                         proof: Some(block.proof),
                     };
                     if response.try_push(delivery).is_err() {
@@ -785,7 +800,7 @@ fn serve_blocks(server: &dyn ContentServer, request: &WantBlocksRequest) -> OutF
             }
         }
     }
-    OutFrame::response(&response)
+    OutFrame::response(response)
 }
 
 /// The presences answering want-have `entries` (`wire.md` §7.3): entries of trees not served are
@@ -838,7 +853,6 @@ fn answer_wants(server: &dyn ContentServer, entries: &[WantEntry]) -> Vec<BlockP
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use cairn_core::Codec;
 
     use super::*;

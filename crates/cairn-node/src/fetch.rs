@@ -16,10 +16,11 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use cairn_core::{
     Cid, Codec, Manifest,
-    wire::{BlockAddress, DeliveryCheck, Message, PresenceKind, WantEntry, Wantlist},
+    wire::{
+        BlockAddress, BlockDelivery, DeliveryCheck, Message, PresenceKind, WantEntry, Wantlist,
+    },
 };
 use cairn_net::{NetEvent, Network, PeerId};
 use cairn_proto::download::{Action, Config as DownloadConfig, Download, Input, Progress};
@@ -566,19 +567,12 @@ impl Fetcher {
                 request_id,
                 ranges,
             } => {
-                let store = self.inner.store.clone();
                 let check = check.clone();
                 let t = t.clone();
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let input =
-                        fetch_batch(&net, store, &t, &check, peer, request_id, ranges).await;
-                    if let Input::BatchAnswered { bytes, .. } = &input {
-                        this.inner
-                            .bytes_received
-                            .fetch_add(*bytes, Ordering::Relaxed);
-                    }
-                    let _ = t.inputs.send(input).await;
+                    this.fetch_batch(&net, t, check, peer, request_id, ranges)
+                        .await;
                 });
             }
             Action::Ban(peer) => {
@@ -591,31 +585,123 @@ impl Fetcher {
     }
 }
 
-/// Requests one batch, verifies every block, stores the good ones and reports the result.
-async fn fetch_batch(
-    net: &Network,
-    store: Arc<dyn BlockStore>,
-    t: &Arc<Transfer>,
-    check: &Arc<DeliveryCheck>,
-    peer: PeerId,
-    request_id: u64,
-    ranges: Vec<(u64, u64)>,
-) -> Input<PeerId> {
-    let failed = Input::BatchFailed { peer, request_id };
-    let response = match net.want_blocks(peer, t.tree, ranges.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "block request failed");
-            return failed;
+impl Fetcher {
+    /// Requests one batch, verifies every block, stores the good ones and reports the result to
+    /// the transfer.
+    async fn fetch_batch(
+        &self,
+        net: &Network,
+        t: Arc<Transfer>,
+        check: Arc<DeliveryCheck>,
+        peer: PeerId,
+        request_id: u64,
+        ranges: Vec<(u64, u64)>,
+    ) {
+        let failed = Input::BatchFailed { peer, request_id };
+        let response = match net.want_blocks(peer, t.tree, ranges.clone()).await {
+            Ok(r) if r.tree_cid == t.tree => r,
+            Ok(_) => {
+                let _ = t.inputs.send(failed).await;
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "block request failed");
+                let _ = t.inputs.send(failed).await;
+                return;
+            }
+        };
+        if response.blocks.is_empty() {
+            let input = Input::BatchAnswered {
+                peer,
+                request_id,
+                received: Vec::new(),
+                bytes: 0,
+            };
+            let _ = t.inputs.send(input).await;
+            return;
         }
-    };
-    if response.tree_cid != t.tree {
-        return failed;
+        // Verification (SHA-256 and proof of every block), storing and the report run in one
+        // blocking call: hashing stays off the async workers, and the batch costs a single hop.
+        let this = self.clone();
+        let report = Report {
+            t,
+            input: Some(failed),
+        };
+        tokio::task::spawn_blocking(move || {
+            let t = &report.t;
+            let input = match verify_and_store(
+                &*this.inner.store,
+                &t.tree,
+                &check,
+                peer,
+                &ranges,
+                response.blocks,
+            ) {
+                Ok(Some((received, bytes))) => {
+                    this.inner
+                        .bytes_received
+                        .fetch_add(bytes, Ordering::Relaxed);
+                    Input::BatchAnswered {
+                        peer,
+                        request_id,
+                        received,
+                        bytes,
+                    }
+                }
+                Ok(None) => Input::Misbehaved(peer),
+                Err(e) => {
+                    let err = FetchError::from(e);
+                    tracing::warn!(tree = %t.tree, error = %err, "storing downloaded blocks failed");
+                    t.state.send_modify(|s| {
+                        s.outcome.get_or_insert(Err(err));
+                    });
+                    t.cancel.cancel();
+                    return;
+                }
+            };
+            report.send(input);
+        });
     }
+}
+
+/// Reports a batch as failed to its transfer unless its outcome was sent (a store failure, or a
+/// panic while verifying).
+struct Report {
+    t: Arc<Transfer>,
+    input: Option<Input<PeerId>>,
+}
+
+impl Report {
+    /// Sends the batch's outcome (from the blocking pool).
+    fn send(mut self, input: Input<PeerId>) {
+        self.input = None;
+        let _ = self.t.inputs.blocking_send(input);
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(input) = self.input.take() {
+            let _ = self.t.inputs.try_send(input);
+        }
+    }
+}
+
+/// Verifies the delivered blocks of one batch and stores them: the indices received and their
+/// payload bytes; `None` if the peer sent a block that fails the checks (nothing is stored
+/// then). Blocks outside the requested `ranges` and repeated indices are ignored.
+fn verify_and_store(
+    store: &dyn BlockStore,
+    tree: &Cid,
+    check: &DeliveryCheck,
+    peer: PeerId,
+    ranges: &[(u64, u64)],
+    deliveries: Vec<BlockDelivery>,
+) -> Result<Option<(Vec<u64>, u64)>, StoreError> {
     let in_ranges = |i: u64| ranges.iter().any(|&(s, c)| i >= s && i < s + c);
-    let mut blocks = Vec::with_capacity(response.blocks.len());
+    let mut blocks = Vec::with_capacity(deliveries.len());
     let mut bytes = 0u64;
-    for delivery in response.blocks {
+    for delivery in deliveries {
         if !in_ranges(delivery.index)
             || blocks.iter().any(|b: &LeafBlock| b.index == delivery.index)
         {
@@ -623,44 +709,23 @@ async fn fetch_batch(
         }
         if let Err(e) = check.check(&delivery) {
             tracing::warn!(%peer, index = delivery.index, error = %e, "peer sent a bad block");
-            return Input::Misbehaved(peer);
+            return Ok(None);
         }
         let Some(proof) = delivery.proof else {
-            return Input::Misbehaved(peer);
+            return Ok(None);
         };
         bytes += delivery.data.len() as u64;
         blocks.push(LeafBlock {
             index: delivery.index,
             cid: delivery.block_cid,
-            data: Bytes::from(delivery.data),
+            data: delivery.data,
             proof,
         });
     }
-    let received: Vec<u64> = blocks.iter().map(|b| b.index).collect();
     if !blocks.is_empty() {
-        let tree = t.tree;
-        let stored =
-            tokio::task::spawn_blocking(move || store.put_leaf_blocks(&tree, &blocks)).await;
-        match stored {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let err = FetchError::from(e);
-                tracing::warn!(tree = %t.tree, error = %err, "storing downloaded blocks failed");
-                t.state.send_modify(|s| {
-                    s.outcome.get_or_insert(Err(err));
-                });
-                t.cancel.cancel();
-                return failed;
-            }
-            Err(_) => return failed,
-        }
+        store.put_leaf_blocks(tree, &blocks)?;
     }
-    Input::BatchAnswered {
-        peer,
-        request_id,
-        received,
-        bytes,
-    }
+    Ok(Some((blocks.iter().map(|b| b.index).collect(), bytes)))
 }
 
 async fn sleep_until(deadline: Option<std::time::Instant>) {

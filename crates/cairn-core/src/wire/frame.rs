@@ -233,6 +233,23 @@ impl Frame {
         })
     }
 
+    /// [`Self::decode_body`] on an owned body: the blocks of a WantBlocksResponse share `body`
+    /// instead of being copied out of it.
+    pub fn decode_bytes(
+        frame_type: FrameType,
+        body: ::bytes::Bytes,
+    ) -> Result<Frame, BlockexcError> {
+        match frame_type {
+            FrameType::WantBlocksResponse => {
+                FrameHeader::new(frame_type, body.len())?;
+                Ok(Frame::WantBlocksResponse(WantBlocksResponse::decode_bytes(
+                    body,
+                )?))
+            }
+            _ => Frame::decode_body(frame_type, &body),
+        }
+    }
+
     /// Decodes exactly one whole frame.
     pub fn decode(bytes: &[u8]) -> Result<Frame, BlockexcError> {
         let (header, body) = bytes

@@ -3,6 +3,8 @@
 
 use std::ops::Range;
 
+use ::bytes::Bytes;
+
 use super::{EncodeError, control::BlockRange};
 use crate::{
     cid::{CID_LEN, Cid, CidError, Codec},
@@ -368,8 +370,9 @@ pub struct BlockDelivery {
     pub index: u64,
     /// The block CID (codec 0xCD02 for an acceptable entry).
     pub block_cid: Cid,
-    /// The block bytes (`blockSize`, or 0 for a padding index).
-    pub data: Vec<u8>,
+    /// The block bytes (`blockSize`, or 0 for a padding index). A decoded response's blocks
+    /// share the frame buffer they were read into ([`WantBlocksResponse::decode_bytes`]).
+    pub data: Bytes,
     /// The inclusion proof; `None` encodes as `proofLen = 0`, which the requester rejects.
     pub proof: Option<MerkleProof>,
 }
@@ -437,6 +440,18 @@ impl WantBlocksResponse {
 
     /// The body bytes. Fails if a limit of §7.5 is exceeded.
     pub fn encode_body(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = self.encode_head()?;
+        out.reserve_exact(self.encoded_len() - out.len());
+        for block in &self.blocks {
+            out.extend_from_slice(&block.data);
+        }
+        Ok(out)
+    }
+
+    /// The body up to its data section: `metaLen ‖ metadata`. The body is this followed by each
+    /// block's `data` in order, so a writer can send the blocks from their own buffers instead
+    /// of copying them into one. Fails if a limit of §7.5 is exceeded.
+    pub fn encode_head(&self) -> Result<Vec<u8>, EncodeError> {
         if self.blocks.len() as u64 > MAX_BLOCKS_PER_BATCH {
             return Err(EncodeError::TooMany {
                 what: "WantBlocksResponse blocks",
@@ -477,7 +492,7 @@ impl WantBlocksResponse {
                 max: MAX_WANT_BLOCKS_RESPONSE_BYTES,
             });
         }
-        let mut out = Vec::with_capacity(len);
+        let mut out = Vec::with_capacity(4 + meta_len);
         out.extend_from_slice(&(meta_len as u32).to_le_bytes());
         out.extend_from_slice(&self.request_id.to_le_bytes());
         out.extend_from_slice(&(CID_LEN as u16).to_le_bytes());
@@ -496,9 +511,6 @@ impl WantBlocksResponse {
                 None => out.extend_from_slice(&0u16.to_le_bytes()),
             }
         }
-        for block in &self.blocks {
-            out.extend_from_slice(&block.data);
-        }
         Ok(out)
     }
 
@@ -506,6 +518,20 @@ impl WantBlocksResponse {
     /// allocation it guards. Acceptance of the entries (rules a–f) is separate: see
     /// [`DeliveryCheck`](super::DeliveryCheck).
     pub fn decode_body(body: &[u8]) -> Result<WantBlocksResponse, WantBlocksResponseError> {
+        Self::decode_with(body, |range| Bytes::copy_from_slice(&body[range]))
+    }
+
+    /// [`Self::decode_body`] on an owned body: each block's `data` is a slice of `body`, not a
+    /// copy.
+    pub fn decode_bytes(body: Bytes) -> Result<WantBlocksResponse, WantBlocksResponseError> {
+        Self::decode_with(&body, |range| body.slice(range))
+    }
+
+    /// The parse, with `data` giving the bytes of a range of `body` for one block.
+    fn decode_with(
+        body: &[u8],
+        data_of: impl Fn(Range<usize>) -> Bytes,
+    ) -> Result<WantBlocksResponse, WantBlocksResponseError> {
         use WantBlocksResponseError as E;
         // Step 1.
         if body.len() > MAX_WANT_BLOCKS_RESPONSE_BYTES {
@@ -574,16 +600,16 @@ impl WantBlocksResponse {
                 actual: data.len(),
             });
         }
-        let mut data = data;
+        let mut at = body.len() - data.len();
         let blocks = entries
             .into_iter()
             .map(|(index, block_cid, len, proof)| {
-                let (head, tail) = data.split_at(len);
-                data = tail;
+                let range = at..at + len;
+                at += len;
                 BlockDelivery {
                     index,
                     block_cid,
-                    data: head.to_vec(),
+                    data: data_of(range),
                     proof,
                 }
             })
@@ -671,7 +697,7 @@ mod tests {
         let block = |i: u64, len: usize| BlockDelivery {
             index: i,
             block_cid: Cid::new(Codec::Block, [2; 32]),
-            data: vec![0; len],
+            data: vec![0; len].into(),
             proof: Some(tree.proof(i % 3).expect("proof")),
         };
         let mut resp = WantBlocksResponse::empty(1, tree_cid());
@@ -718,7 +744,7 @@ mod tests {
             blocks: vec![BlockDelivery {
                 index: 1,
                 block_cid: Cid::new(Codec::Block, [2; 32]),
-                data: vec![7; 4096],
+                data: vec![7; 4096].into(),
                 proof: Some(tree.proof(1).expect("proof")),
             }],
         };
