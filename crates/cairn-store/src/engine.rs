@@ -641,28 +641,9 @@ impl<K: Kv> Engine<K> {
         batches: &mut u64,
     ) -> Result<()> {
         let tkey = tree.to_bytes();
-        let mut from = tkey.to_vec();
-        loop {
-            let (page, more) = self.page(Table::Leaves, &tkey, &mut from, |k, v| {
-                Ok((k.to_vec(), leaf_block_cid(v)?))
-            })?;
-            if !page.is_empty() {
-                let mut batch = Batch::default();
-                let mut plan = RefPlan::default();
-                for (k, cid) in page {
-                    plan.release(&cid);
-                    batch.del(Table::Leaves, k);
-                }
-                let counts = self.resolve_with(&plan, lenient)?.emit(&mut batch);
-                self.kv.write(batch)?;
-                counts.apply(st);
-                *batches += 1;
-                self.after_batch(op, *batches)?;
-            }
-            if !more {
-                break;
-            }
-        }
+        self.release_records(st, Table::Leaves, &tkey, op, lenient, batches, |_, v| {
+            leaf_block_cid(v)
+        })?;
         let mut from = tkey.to_vec();
         loop {
             let (keys, more) =
@@ -698,12 +679,31 @@ impl<K: Kv> Engine<K> {
         let prefix = staging
             .map(|s| s.to_be_bytes().to_vec())
             .unwrap_or_default();
-        let mut from = prefix.clone();
+        self.release_records(st, Table::Staging, &prefix, op, lenient, batches, |k, v| {
+            parse_staging_key(k)?;
+            cid_from(v, "staging record")
+        })
+    }
+
+    /// Deletes every record of `table` under `prefix`, releasing the block each one names
+    /// (`block_of(key, value)`), one batch per page. Returns how many records went.
+    // The batching context (op, lenient, batches) is shared with the callers' signatures.
+    #[allow(clippy::too_many_arguments)]
+    fn release_records(
+        &self,
+        st: &mut State,
+        table: Table,
+        prefix: &[u8],
+        op: BatchedOp,
+        lenient: bool,
+        batches: &mut u64,
+        block_of: impl Fn(&[u8], &[u8]) -> Result<Cid>,
+    ) -> Result<u64> {
+        let mut from = prefix.to_vec();
         let mut released = 0;
         loop {
-            let (page, more) = self.page(Table::Staging, &prefix, &mut from, |k, v| {
-                parse_staging_key(k)?;
-                Ok((k.to_vec(), cid_from(v, "staging record")?))
+            let (page, more) = self.page(table, prefix, &mut from, |k, v| {
+                Ok((k.to_vec(), block_of(k, v)?))
             })?;
             if !page.is_empty() {
                 released += page.len() as u64;
@@ -711,7 +711,7 @@ impl<K: Kv> Engine<K> {
                 let mut plan = RefPlan::default();
                 for (k, cid) in page {
                     plan.release(&cid);
-                    batch.del(Table::Staging, k);
+                    batch.del(table, k);
                 }
                 let counts = self.resolve_with(&plan, lenient)?.emit(&mut batch);
                 self.kv.write(batch)?;
@@ -1558,11 +1558,14 @@ impl<K: Kv> Engine<K> {
             .collect())
     }
 
+    /// The raw leaf record of `(tree_cid, index)`: block CID ‖ encoded proof.
+    fn leaf_value(&self, tree_cid: &Cid, index: u64) -> Result<Option<Bytes>> {
+        self.kv
+            .get(Table::Leaves, &leaf_key(&tree_cid.to_bytes(), index))
+    }
+
     pub(crate) fn leaf(&self, tree_cid: &Cid, index: u64) -> Result<Option<LeafRecord>> {
-        let Some(v) = self
-            .kv
-            .get(Table::Leaves, &leaf_key(&tree_cid.to_bytes(), index))?
-        else {
+        let Some(v) = self.leaf_value(tree_cid, index)? else {
             return Ok(None);
         };
         let block_cid = leaf_block_cid(&v)?;
@@ -1572,10 +1575,7 @@ impl<K: Kv> Engine<K> {
     }
 
     pub(crate) fn leaf_block(&self, tree_cid: &Cid, index: u64) -> Result<Option<Bytes>> {
-        let Some(v) = self
-            .kv
-            .get(Table::Leaves, &leaf_key(&tree_cid.to_bytes(), index))?
-        else {
+        let Some(v) = self.leaf_value(tree_cid, index)? else {
             return Ok(None);
         };
         let cid = leaf_block_cid(&v)?;
