@@ -637,27 +637,9 @@ impl<P: Clone + Eq + Ord + std::hash::Hash + std::fmt::Debug> Download<P> {
 
         // Unrequested blocks, round-robin.
         let mut active = vec![true; order.len()];
-        loop {
-            let mut sent = false;
-            for (k, id) in order.iter().enumerate() {
-                if !active[k] {
-                    continue;
-                }
-                let ranges = match self.peers.get(id) {
-                    Some(peer) if peer.can_send() => self.build_batch(peer),
-                    _ => Vec::new(),
-                };
-                if ranges.is_empty() {
-                    active[k] = false;
-                } else {
-                    self.send(id, ranges, now, out);
-                    sent = true;
-                }
-            }
-            if !sent {
-                break;
-            }
-        }
+        while self.round(&order, &mut active, now, out, |d, _, peer| {
+            d.build_batch(peer)
+        }) {}
 
         // End game: duplicate the oldest outstanding batches on idle capacity.
         if !self.in_end_game() {
@@ -671,22 +653,9 @@ impl<P: Clone + Eq + Ord + std::hash::Hash + std::fmt::Debug> Download<P> {
             .collect();
         let mut active = vec![true; order.len()];
         while !candidates.is_empty() {
-            let mut sent = false;
-            for (k, id) in order.iter().enumerate() {
-                if !active[k] {
-                    continue;
-                }
-                let ranges = match self.peers.get(id) {
-                    Some(peer) if peer.can_send() => self.build_duplicate(id, peer, &candidates),
-                    _ => Vec::new(),
-                };
-                if ranges.is_empty() {
-                    active[k] = false;
-                } else {
-                    self.send(id, ranges, now, out);
-                    sent = true;
-                }
-            }
+            let sent = self.round(&order, &mut active, now, out, |d, id, peer| {
+                d.build_duplicate(id, peer, &candidates)
+            });
             if !sent {
                 break;
             }
@@ -705,6 +674,35 @@ impl<P: Clone + Eq + Ord + std::hash::Hash + std::fmt::Debug> Download<P> {
     }
 
     /// Free blocks `peer` holds, ascending from the lowest, at most one batch.
+    /// One round-robin pass: each still-active peer with room gets one batch from `build`; a
+    /// peer for which `build` finds nothing drops out. True if anything was sent.
+    fn round(
+        &mut self,
+        order: &[P],
+        active: &mut [bool],
+        now: Instant,
+        out: &mut Vec<Action<P>>,
+        build: impl Fn(&Self, &P, &Peer) -> Vec<(u64, u64)>,
+    ) -> bool {
+        let mut sent = false;
+        for (k, id) in order.iter().enumerate() {
+            if !active[k] {
+                continue;
+            }
+            let ranges = match self.peers.get(id) {
+                Some(peer) if peer.can_send() => build(self, id, peer),
+                _ => Vec::new(),
+            };
+            if ranges.is_empty() {
+                active[k] = false;
+            } else {
+                self.send(id, ranges, now, out);
+                sent = true;
+            }
+        }
+        sent
+    }
+
     fn build_batch(&self, peer: &Peer) -> Vec<(u64, u64)> {
         let mut ranges = Vec::new();
         let Some(filter) = peer.holdings.filter() else {
