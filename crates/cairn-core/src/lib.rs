@@ -9,6 +9,7 @@
 //! - [`dataset`]: the streaming, multi-core dataset builder;
 //! - [`erasure`]: the stepped erasure-coding layout, Reed-Solomon parity, slot roots and cell
 //!   proofs, protected manifests;
+//! - [`durability`]: the durability layer's messages, identities, signed envelopes and ids;
 //! - [`wire`]: the `/storage/manifest/1.0.0` and `/storage/blockexc/1.0.0` messages;
 //! - [`pb`]: the small protobuf writer/reader the byte-exact formats use.
 //!
@@ -19,6 +20,7 @@ mod bytes;
 pub mod chunk;
 pub mod cid;
 pub mod dataset;
+pub mod durability;
 pub mod erasure;
 pub mod manifest;
 pub mod merkle;

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bans::BanList,
     blockexc::{self, Blockexc},
+    gossip::{GOSSIP_MAX_MESSAGE, GossipId, Verdict},
     manifest,
+    rpc::{SWARM_MAX_REQUEST, SwarmResponder},
     swarm::{self, Command, SwarmTask},
 };
 
@@ -50,6 +52,12 @@ pub struct NetConfig {
     pub request_timeout: Duration,
     /// How long a misbehaving peer stays banned.
     pub ban_duration: Duration,
+    /// Bound on a swarm request (`durability.md` §7.2: 30 s), inbound and outbound: an inbound
+    /// request not answered in time is closed. Shorter bounds can be given per request.
+    pub swarm_request_timeout: Duration,
+    /// The frame body answered to an inbound swarm request over the in-flight limit (the node
+    /// sets the encoded `Response{RpcError{BUSY}}`); `None` closes the stream instead.
+    pub swarm_busy_response: Option<Bytes>,
 }
 
 impl Default for NetConfig {
@@ -65,6 +73,8 @@ impl Default for NetConfig {
             lookup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             ban_duration: Duration::from_secs(600),
+            swarm_request_timeout: Duration::from_secs(30),
+            swarm_busy_response: None,
         }
     }
 }
@@ -96,7 +106,7 @@ pub trait ContentServer: Send + Sync + 'static {
 }
 
 /// Something that happened on the network.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum NetEvent {
     /// A connection to the peer was established (first one).
     PeerConnected(PeerId),
@@ -108,6 +118,29 @@ pub enum NetEvent {
         peer: PeerId,
         /// The decoded message.
         message: Message,
+    },
+    /// A gossip message arrived on a subscribed topic. It is neither forwarded nor dropped
+    /// until the node reports its verdict with [`Network::report_validation`] (an unreported
+    /// message leaves gossipsub's cache after a few heartbeats, like an ignored one).
+    Gossip {
+        /// The topic name.
+        topic: String,
+        /// Its id (content-derived, `durability.md` §7.1).
+        id: GossipId,
+        /// The peer that forwarded it to us (not necessarily its author).
+        source: PeerId,
+        /// The payload (at most [`GOSSIP_MAX_MESSAGE`](crate::GOSSIP_MAX_MESSAGE) bytes).
+        data: Bytes,
+    },
+    /// A swarm request (`/cairn/durability/1.0.0`) arrived: the body of a protobuf `Request`
+    /// frame, at most [`SWARM_MAX_REQUEST`](crate::SWARM_MAX_REQUEST) bytes.
+    SwarmRequest {
+        /// The requester (the connection's remote peer).
+        peer: PeerId,
+        /// The request bytes.
+        request: Bytes,
+        /// Where the answer goes.
+        responder: SwarmResponder,
     },
 }
 
@@ -141,6 +174,23 @@ pub enum NetError {
     /// The DHT refused an operation (e.g. too many provided keys).
     #[error("DHT: {0}")]
     Dht(String),
+    /// A message or frame is over its size limit.
+    #[error("{size} bytes over the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The same gossip payload was published before (same message id).
+    #[error("this gossip message was already published")]
+    GossipDuplicate,
+    /// No connected peer subscribes to the topic: the message was not sent.
+    #[error("no peer subscribes to gossip topic {0}")]
+    GossipNoPeers(String),
+    /// Any other gossipsub failure (subscription, queues).
+    #[error("gossip: {0}")]
+    Gossip(String),
 }
 
 /// A connected peer, for `/debug/info`.
@@ -319,6 +369,138 @@ impl Network {
         )
         .await
         .unwrap_or(Ok(Vec::new()))
+    }
+
+    /// Starts providing a raw Kad key (e.g. a swarm's
+    /// [`rendezvous_key`](crate::rendezvous_key)) and keeps re-providing it.
+    pub async fn provide_key(&self, key: &[u8]) -> Result<(), NetError> {
+        let key = RecordKey::new(&key);
+        self.ask(|reply| Command::Provide { key, reply }).await?
+    }
+
+    /// Stops providing a raw Kad key.
+    pub async fn stop_providing_key(&self, key: &[u8]) -> Result<(), NetError> {
+        let key = RecordKey::new(&key);
+        self.ask(|reply| Command::StopProviding { key, reply })
+            .await
+    }
+
+    /// Finds up to `limit` providers of a raw Kad key, like [`find_providers`](Self::find_providers).
+    pub async fn find_providers_of_key(
+        &self,
+        key: &[u8],
+        limit: usize,
+    ) -> Result<Vec<PeerId>, NetError> {
+        let key = RecordKey::new(&key);
+        let bound = self.inner.config.lookup_timeout + Duration::from_secs(1);
+        tokio::time::timeout(
+            bound,
+            self.ask(|reply| Command::FindProviders { key, limit, reply }),
+        )
+        .await
+        .unwrap_or(Ok(Vec::new()))
+    }
+
+    // ---- gossip (durability.md §7.1) ----
+
+    /// Subscribes to a gossip topic; `Ok(false)` if already subscribed. Received messages are
+    /// reported as [`NetEvent::Gossip`].
+    pub async fn subscribe(&self, topic: String) -> Result<bool, NetError> {
+        self.ask(|reply| Command::Subscribe { topic, reply })
+            .await?
+    }
+
+    /// Leaves a gossip topic; `Ok(false)` if not subscribed.
+    pub async fn unsubscribe(&self, topic: String) -> Result<bool, NetError> {
+        self.ask(|reply| Command::Unsubscribe { topic, reply })
+            .await
+    }
+
+    /// Publishes `data` (at most [`GOSSIP_MAX_MESSAGE`] bytes) on `topic`; returns its id.
+    /// The topic need not be subscribed (gossipsub's fanout then carries it).
+    pub async fn publish(&self, topic: String, data: Bytes) -> Result<GossipId, NetError> {
+        if data.len() > GOSSIP_MAX_MESSAGE {
+            return Err(NetError::TooLarge {
+                size: data.len(),
+                limit: GOSSIP_MAX_MESSAGE,
+            });
+        }
+        self.ask(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Reports the verdict on a received gossip message, once: Accept forwards it, Reject drops
+    /// it and penalises `source` (P4), Ignore drops it. `Ok(false)` if gossipsub no longer holds
+    /// the message (never received, already rejected or ignored, or expired from its cache).
+    pub async fn report_validation(
+        &self,
+        id: GossipId,
+        source: PeerId,
+        verdict: Verdict,
+    ) -> Result<bool, NetError> {
+        self.ask(|reply| Command::ReportValidation {
+            id,
+            source,
+            verdict,
+            reply,
+        })
+        .await
+    }
+
+    /// Sets the application-specific gossipsub score (P5) of `peer`, applied with weight 1:
+    /// `durability.md` §7.1 uses −1000 for a peer that propagated a message from a non-member,
+    /// and 0 once it is a member of a swarm we share. `Ok(false)` if gossipsub does not know the
+    /// peer (not connected and no retained score).
+    pub async fn set_application_score(&self, peer: PeerId, score: f64) -> Result<bool, NetError> {
+        self.ask(|reply| Command::SetApplicationScore { peer, score, reply })
+            .await
+    }
+
+    /// The gossipsub score of a connected peer, for diagnostics.
+    pub async fn gossip_score(&self, peer: PeerId) -> Result<Option<f64>, NetError> {
+        self.ask(|reply| Command::GossipScore { peer, reply }).await
+    }
+
+    // ---- swarm request-response (durability.md §7.2) ----
+
+    /// Sends a swarm request (the body of a protobuf `Request`, at most
+    /// [`SWARM_MAX_REQUEST`] bytes) to `peer` and awaits the response body, within
+    /// [`NetConfig::swarm_request_timeout`].
+    pub async fn swarm_request(&self, peer: PeerId, request: Bytes) -> Result<Bytes, NetError> {
+        self.swarm_request_within(peer, request, self.inner.config.swarm_request_timeout)
+            .await
+    }
+
+    /// [`swarm_request`](Self::swarm_request) with a shorter bound (PROBE_TIMEOUT, …); the
+    /// bound is capped at [`NetConfig::swarm_request_timeout`].
+    pub async fn swarm_request_within(
+        &self,
+        peer: PeerId,
+        request: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, NetError> {
+        if request.len() > SWARM_MAX_REQUEST {
+            return Err(NetError::TooLarge {
+                size: request.len(),
+                limit: SWARM_MAX_REQUEST,
+            });
+        }
+        let timeout = timeout.min(self.inner.config.swarm_request_timeout);
+        let exchange = async {
+            self.ensure_connected(peer).await?;
+            self.ask(|reply| Command::SwarmRequest {
+                peer,
+                request,
+                reply,
+            })
+            .await?
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| NetError::Request {
+                peer,
+                reason: format!("no answer within {timeout:?}"),
+            })?
     }
 
     /// Makes sure `peer` is connected (dialing it through the DHT if needed) before a stream

@@ -1,5 +1,6 @@
-//! The task that owns the libp2p `Swarm`: transport, identify, ping, Kad, connection limits,
-//! bans, and the command loop behind [`Network`](crate::Network).
+//! The task that owns the libp2p `Swarm`: transport, identify, ping, Kad, gossipsub, the swarm
+//! request-response protocol, connection limits, bans, and the command loop behind
+//! [`Network`](crate::Network).
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -8,14 +9,16 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
+use futures::{future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, allow_block_list,
     connection_limits::{self, ConnectionLimits},
     futures::StreamExt as _,
-    identify,
+    gossipsub, identify,
     kad::{self, store::RecordStore as _},
     multiaddr::Protocol,
-    noise, ping,
+    noise, ping, request_response,
     swarm::{
         ConnectionId, DialError, NetworkBehaviour, SwarmEvent,
         dial_opts::{DialOpts, PeerCondition},
@@ -29,7 +32,12 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Identity, NetConfig, NetError, NetEvent, NetStatus, PeerInfo, bans::BanList, blockexc::Blockexc,
+    Identity, NetConfig, NetError, NetEvent, NetStatus, PeerInfo,
+    bans::BanList,
+    blockexc::Blockexc,
+    gossip::{self, GOSSIP_MAX_MESSAGE, GossipId, Verdict},
+    keepalive::StreamsIdle,
+    rpc::{self, BadFrames, Reply, SwarmCodec, SwarmFrame, SwarmResponder},
 };
 
 /// The Kad protocol id (`wire.md` §5.3).
@@ -65,12 +73,15 @@ pub(crate) struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     kad: kad::Behaviour<kad::store::MemoryStore>,
+    gossipsub: StreamsIdle<gossipsub::Behaviour>,
+    rpc: request_response::Behaviour<SwarmCodec>,
     pub(crate) stream: libp2p_stream::Behaviour,
 }
 
 /// Builds the swarm: TCP + Noise + Yamux and the behaviours.
 pub(crate) fn build(identity: &Identity, config: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
     let transport_error = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
+    let behaviour = behaviour(identity.keypair(), config)?;
     let swarm = SwarmBuilder::with_existing_identity(identity.keypair().clone())
         .with_tokio()
         .with_tcp(
@@ -79,14 +90,15 @@ pub(crate) fn build(identity: &Identity, config: &NetConfig) -> Result<Swarm<Beh
             yamux::Config::default,
         )
         .map_err(|e| transport_error(&e))?
-        .with_behaviour(|key| behaviour(key, config))
+        .with_behaviour(move |_| behaviour)
         .map_err(|e| transport_error(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_timeout))
         .build();
     Ok(swarm)
 }
 
-fn behaviour(key: &libp2p::identity::Keypair, config: &NetConfig) -> Behaviour {
+fn behaviour(key: &libp2p::identity::Keypair, config: &NetConfig) -> Result<Behaviour, NetError> {
+    let gossip_error = |e: &dyn std::fmt::Display| NetError::Gossip(e.to_string());
     let local = key.public().to_peer_id();
     let mut kad_config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     kad_config
@@ -111,7 +123,29 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &NetConfig) -> Behaviour {
         identify::Config::new_with_signed_peer_record(IDENTIFY_PROTOCOL_VERSION.into(), key)
             .with_agent_version(format!("cairn/{}", env!("CARGO_PKG_VERSION"))),
     );
-    Behaviour {
+    // Anonymous: no author, seqno or signature on the wire (`durability.md` §7.1).
+    let mut gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Anonymous,
+        gossip::config().map_err(|e| gossip_error(&e))?,
+    )
+    .map_err(|e| gossip_error(&e))?;
+    gossipsub
+        .with_peer_score(
+            gossip::peer_score_params(),
+            gossipsub::PeerScoreThresholds::default(),
+        )
+        .map_err(|e| gossip_error(&e))?;
+    let rpc = request_response::Behaviour::with_codec(
+        SwarmCodec,
+        [(
+            StreamProtocol::new(rpc::SWARM_PROTOCOL),
+            request_response::ProtocolSupport::Full,
+        )],
+        request_response::Config::default()
+            .with_request_timeout(config.swarm_request_timeout)
+            .with_max_concurrent_streams(rpc::MAX_CONCURRENT_STREAMS),
+    );
+    Ok(Behaviour {
         blocked: allow_block_list::Behaviour::default(),
         limits: connection_limits::Behaviour::new(
             ConnectionLimits::default().with_max_established(Some(config.max_peers)),
@@ -119,8 +153,10 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &NetConfig) -> Behaviour {
         identify,
         ping: ping::Behaviour::new(ping::Config::new()),
         kad,
+        gossipsub: StreamsIdle(gossipsub),
+        rpc,
         stream: libp2p_stream::Behaviour::new(),
-    }
+    })
 }
 
 /// Kad runs in server mode when the node is reachable: it listens on loopback (tests, local
@@ -200,7 +236,48 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<()>,
     },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<bool, NetError>>,
+    },
+    Unsubscribe {
+        topic: String,
+        reply: oneshot::Sender<bool>,
+    },
+    Publish {
+        topic: String,
+        data: Bytes,
+        reply: oneshot::Sender<Result<GossipId, NetError>>,
+    },
+    ReportValidation {
+        id: GossipId,
+        source: PeerId,
+        verdict: Verdict,
+        reply: oneshot::Sender<bool>,
+    },
+    SetApplicationScore {
+        peer: PeerId,
+        score: f64,
+        reply: oneshot::Sender<bool>,
+    },
+    GossipScore {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<f64>>,
+    },
+    SwarmRequest {
+        peer: PeerId,
+        request: Bytes,
+        reply: oneshot::Sender<Result<Bytes, NetError>>,
+    },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// An inbound swarm request, once the node answered it, dropped its responder, or let it
+/// expire (`reply` = `None`).
+struct InboundDone {
+    peer: PeerId,
+    channel: request_response::ResponseChannel<Bytes>,
+    reply: Option<Reply>,
 }
 
 #[derive(Debug)]
@@ -244,6 +321,14 @@ pub(crate) struct SwarmTask {
     /// Addresses we gave Kad per peer (oldest first), at most [`MAX_ADDRESSES_PER_PEER`].
     kad_addrs: HashMap<PeerId, VecDeque<Multiaddr>>,
     book: AddressBook,
+    /// Our swarm requests awaiting their response.
+    swarm_requests:
+        HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Bytes, NetError>>>,
+    /// Inbound swarm requests awaiting the node's answer (each bounded by the request timeout).
+    swarm_answers: FuturesUnordered<BoxFuture<'static, InboundDone>>,
+    /// Inbound swarm requests per peer delivered to the node and not yet answered.
+    swarm_in_flight: HashMap<PeerId, usize>,
+    bad_frames: BadFrames,
 }
 
 impl std::fmt::Debug for SwarmTask {
@@ -280,6 +365,10 @@ impl SwarmTask {
             connections: HashMap::new(),
             kad_addrs: HashMap::new(),
             book: AddressBook::default(),
+            swarm_requests: HashMap::new(),
+            swarm_answers: FuturesUnordered::new(),
+            swarm_in_flight: HashMap::new(),
+            bad_frames: BadFrames::default(),
         }
     }
 
@@ -371,6 +460,9 @@ impl SwarmTask {
                     Some(command) => self.on_command(command),
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                Some(done) = self.swarm_answers.next(), if !self.swarm_answers.is_empty() => {
+                    self.swarm_answered(done);
+                }
                 _ = reprovide.tick() => self.queue_reprovide(),
                 _ = housekeeping.tick() => self.housekeeping(),
             }
@@ -384,6 +476,8 @@ impl SwarmTask {
         // Pending replies are dropped: their callers see `NetError::Stopped`.
         self.connects.clear();
         self.provider_lookups.clear();
+        self.swarm_requests.clear();
+        self.swarm_answers.clear();
     }
 
     fn local(&self) -> PeerId {
@@ -422,6 +516,53 @@ impl SwarmTask {
             Command::Ban { peer, reply } => {
                 self.ban(peer);
                 let _ = reply.send(());
+            }
+            Command::Subscribe { topic, reply } => {
+                let _ = reply.send(self.subscribe(topic));
+            }
+            Command::Unsubscribe { topic, reply } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                let _ = reply.send(
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .get_mut()
+                        .unsubscribe(&topic),
+                );
+            }
+            Command::Publish { topic, data, reply } => {
+                let _ = reply.send(self.publish(topic, data));
+            }
+            Command::ReportValidation {
+                id,
+                source,
+                verdict,
+                reply,
+            } => {
+                let _ = reply.send(self.report_validation(id, source, verdict));
+            }
+            Command::SetApplicationScore { peer, score, reply } => {
+                let gossipsub = self.swarm.behaviour_mut().gossipsub.get_mut();
+                let _ = reply.send(gossipsub.set_application_score(&peer, score));
+            }
+            Command::GossipScore { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.get().peer_score(&peer));
+            }
+            Command::SwarmRequest {
+                peer,
+                request,
+                reply,
+            } => {
+                if self.bans.is_banned(&peer) {
+                    let _ = reply.send(Err(NetError::Banned(peer)));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_request(&peer, SwarmFrame::Frame(request));
+                self.swarm_requests.insert(id, reply);
             }
             Command::Shutdown(_) => {}
         }
@@ -535,8 +676,12 @@ impl SwarmTask {
     // ---- bans ----
 
     fn ban(&mut self, peer: PeerId) {
-        let until = std::time::Instant::now() + self.config.ban_duration;
-        tracing::info!(%peer, duration = ?self.config.ban_duration, "banning peer");
+        self.ban_for(peer, self.config.ban_duration);
+    }
+
+    fn ban_for(&mut self, peer: PeerId, duration: Duration) {
+        let until = std::time::Instant::now() + duration;
+        tracing::info!(%peer, ?duration, "banning peer");
         self.bans.ban(peer, until);
         // Closes its connections and refuses new ones, both ways.
         self.swarm.behaviour_mut().blocked.block_peer(peer);
@@ -727,6 +872,238 @@ impl SwarmTask {
         }
     }
 
+    // ---- gossip ----
+
+    fn subscribe(&mut self, topic: String) -> Result<bool, NetError> {
+        let topic = gossipsub::IdentTopic::new(topic);
+        let gossipsub = self.swarm.behaviour_mut().gossipsub.get_mut();
+        // P4 counts per topic: every topic we follow gets the §7.1 parameters.
+        gossipsub
+            .set_topic_params(topic.clone(), gossip::topic_score_params())
+            .map_err(|e| NetError::Gossip(e.to_owned()))?;
+        gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NetError::Gossip(e.to_string()))
+    }
+
+    fn publish(&mut self, topic: String, data: Bytes) -> Result<GossipId, NetError> {
+        let id = GossipId::of(&data);
+        let gossipsub = self.swarm.behaviour_mut().gossipsub.get_mut();
+        match gossipsub.publish(gossipsub::IdentTopic::new(topic.clone()), data.to_vec()) {
+            Ok(_) => Ok(id),
+            Err(gossipsub::PublishError::Duplicate) => Err(NetError::GossipDuplicate),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                Err(NetError::GossipNoPeers(topic))
+            }
+            Err(gossipsub::PublishError::MessageTooLarge) => Err(NetError::TooLarge {
+                size: data.len(),
+                limit: GOSSIP_MAX_MESSAGE,
+            }),
+            Err(e) => Err(NetError::Gossip(e.to_string())),
+        }
+    }
+
+    fn report_validation(&mut self, id: GossipId, source: PeerId, verdict: Verdict) -> bool {
+        tracing::trace!(%id, %source, ?verdict, "gossip verdict");
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .get_mut()
+            .report_message_validation_result(&id.to_message_id(), &source, verdict.into())
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            } => {
+                let Some(id) = GossipId::from_message_id(&message_id) else {
+                    // Our id function makes 20-byte ids; anything else is not ours to judge.
+                    return;
+                };
+                if message.data.len() > GOSSIP_MAX_MESSAGE {
+                    // §18: oversize → Reject, P4 on the propagation source.
+                    tracing::debug!(%id, source = %propagation_source, size = message.data.len(), "oversized gossip rejected");
+                    self.report_validation(id, propagation_source, Verdict::Reject);
+                    return;
+                }
+                let event = NetEvent::Gossip {
+                    topic: message.topic.into_string(),
+                    id,
+                    source: propagation_source,
+                    data: Bytes::from(message.data),
+                };
+                if !self.try_emit(event) {
+                    // The node will never judge it: drop it without penalty.
+                    self.report_validation(id, propagation_source, Verdict::Ignore);
+                }
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                tracing::trace!(peer = %peer_id, %topic, "peer subscribed");
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                tracing::trace!(peer = %peer_id, %topic, "peer unsubscribed");
+            }
+            gossipsub::Event::GossipsubNotSupported { peer_id } => {
+                tracing::trace!(peer = %peer_id, "peer does not speak gossipsub");
+            }
+            gossipsub::Event::SlowPeer {
+                peer_id,
+                failed_messages,
+            } => {
+                tracing::debug!(peer = %peer_id, ?failed_messages, "slow gossip peer");
+            }
+        }
+    }
+
+    /// Queues an event for the node; false (and the event dropped) if the queue is full or gone.
+    fn try_emit(&self, event: NetEvent) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("event receiver is not keeping up, dropping a message");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    // ---- swarm request-response ----
+
+    fn on_rpc(&mut self, event: request_response::Event<SwarmFrame, Bytes>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => self.swarm_request_in(peer, request, channel),
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.swarm_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, %error, "swarm request failed");
+                if let Some(reply) = self.swarm_requests.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Request {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound swarm request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn swarm_request_in(
+        &mut self,
+        peer: PeerId,
+        frame: SwarmFrame,
+        channel: request_response::ResponseChannel<Bytes>,
+    ) {
+        let request = match frame {
+            SwarmFrame::Frame(body) => body,
+            SwarmFrame::Bad(reason) => {
+                // §18: close the stream (dropping the channel does) and count it.
+                tracing::debug!(%peer, %reason, "bad swarm request frame");
+                drop(channel);
+                self.bad_frame(peer);
+                return;
+            }
+        };
+        let in_flight = self.swarm_in_flight.get(&peer).copied().unwrap_or(0);
+        if in_flight >= rpc::SWARM_MAX_IN_FLIGHT {
+            tracing::debug!(%peer, "too many swarm requests in flight, answering busy");
+            if let Some(busy) = self.config.swarm_busy_response.clone() {
+                let _ = self.swarm.behaviour_mut().rpc.send_response(channel, busy);
+            }
+            return;
+        }
+        let (responder, answer) = SwarmResponder::new(peer);
+        let timeout = self.config.swarm_request_timeout;
+        self.swarm_answers.push(Box::pin(async move {
+            let reply = tokio::time::timeout(timeout, answer)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            InboundDone {
+                peer,
+                channel,
+                reply,
+            }
+        }));
+        *self.swarm_in_flight.entry(peer).or_default() += 1;
+        // If the node's queue is full the event (and its responder) is dropped, which
+        // settles the future above at once: the stream is closed.
+        self.try_emit(NetEvent::SwarmRequest {
+            peer,
+            request,
+            responder,
+        });
+    }
+
+    fn swarm_answered(&mut self, done: InboundDone) {
+        let InboundDone {
+            peer,
+            channel,
+            reply,
+        } = done;
+        if let Some(n) = self.swarm_in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.swarm_in_flight.remove(&peer);
+            }
+        }
+        match reply {
+            Some(Reply::Respond(response)) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(channel, response)
+                    .is_err()
+                {
+                    tracing::debug!(%peer, "swarm request closed before its answer");
+                }
+            }
+            Some(Reply::Malformed) => {
+                drop(channel);
+                self.bad_frame(peer);
+            }
+            // Dropping the channel closes the stream without an answer.
+            None => drop(channel),
+        }
+    }
+
+    /// Counts a malformed or oversized frame from `peer`; at the §18 limit the peer is
+    /// disconnected for 10 minutes.
+    fn bad_frame(&mut self, peer: PeerId) {
+        if self.bad_frames.strike(peer, std::time::Instant::now()) {
+            tracing::info!(%peer, "too many bad swarm frames");
+            self.ban_for(peer, rpc::BAD_FRAME_BAN);
+        }
+    }
+
     // ---- periodic work ----
 
     fn housekeeping(&mut self) {
@@ -744,6 +1121,7 @@ impl SwarmTask {
         for query in expired {
             self.end_lookup(query);
         }
+        self.bad_frames.expire(std::time::Instant::now());
         self.connects.retain(|peer, pending| {
             pending.retain(|p| !p.reply.is_closed());
             let (late, waiting): (Vec<_>, Vec<_>) =
@@ -896,6 +1274,8 @@ impl SwarmTask {
                 ..
             })) => self.on_identify(peer_id, info),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Rpc(event)) => self.on_rpc(event),
             SwarmEvent::Behaviour(other) => tracing::trace!(?other, "behaviour event"),
             SwarmEvent::ConnectionEstablished {
                 peer_id,

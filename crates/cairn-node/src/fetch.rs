@@ -391,6 +391,9 @@ impl Fetcher {
                     let _ = t.inputs.try_send(input);
                 }
             }
+            // Durability traffic (gossip, swarm requests) is not the fetcher's; dropping a
+            // swarm request's responder closes its stream.
+            NetEvent::Gossip { .. } | NetEvent::SwarmRequest { .. } => {}
         }
     }
 

@@ -5,6 +5,9 @@
 //! `cairn-net` / `cairn-node` translate between these values and sockets, timers and the store,
 //! and the simulator drives the very same code.
 //!
-//! - [`download`]: the multi-peer block download scheduler.
+//! - [`download`]: the multi-peer block download scheduler;
+//! - [`durability`]: the durability layer (swarms, membership, placement, claims, beacons,
+//!   anti-entropy, health).
 
 pub mod download;
+pub mod durability;

@@ -202,7 +202,10 @@ where
 /// protocol bytes by hand.
 pub struct RawClient {
     pub control: libp2p_stream::Control,
+    /// The node it is connected to.
     pub peer: PeerId,
+    /// Its own (random) identity.
+    pub local: PeerId,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -230,6 +233,7 @@ impl RawClient {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
         let control = swarm.behaviour().new_control();
+        let local = *swarm.local_peer_id();
         swarm.dial(addr).expect("dial");
         tokio::time::timeout(WAIT, async {
             loop {
@@ -252,6 +256,7 @@ impl RawClient {
         RawClient {
             control,
             peer,
+            local,
             task,
         }
     }
