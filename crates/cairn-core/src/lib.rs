@@ -31,7 +31,9 @@ pub use chunk::{BlockSize, Chunker, InvalidBlockSize};
 pub use cid::{Cid, CidError, Codec, Digest, EMPTY_DIGEST, sha256};
 pub use dataset::{Dataset, DatasetBuilder, DatasetLeaves, HashedBlock, build_from_bytes};
 pub use erasure::{
-    CELL_SIZE, CellGeometry, CellProof, ErasureError, IndexClass, Layout, ProtectedDataset, protect,
+    CELL_SIZE, CellGeometry, CellProof, EncodedColumns, ErasureError, IndexClass, Layout,
+    ProtectEncoder, ProtectedDataset, ProtectedTree, RebuildError, RebuiltColumns, RowRebuild,
+    protect,
 };
 pub use manifest::{ErasureExt, Manifest, ManifestError};
 pub use merkle::{MerkleProof, MerkleTree, ProofDecodeError};

@@ -68,6 +68,16 @@ impl From<StoreError> for FetchError {
     }
 }
 
+/// Which blocks a transfer fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Scope {
+    /// Every block of the tree (padding excepted: it is never sent).
+    All,
+    /// Only the original data of a protected dataset, indices `[0, n)`: what a reader needs
+    /// when no decoding is necessary (`wire.md` §4.6). The same as `All` for a plain dataset.
+    Data,
+}
+
 /// State of a transfer, as its watchers see it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TransferState {
@@ -80,6 +90,8 @@ pub(crate) struct TransferState {
 #[derive(Debug)]
 pub(crate) struct Transfer {
     pub(crate) tree: Cid,
+    /// What the transfer fetches.
+    pub(crate) scope: Scope,
     pub(crate) manifest_cid: Cid,
     state: watch::Sender<TransferState>,
     inputs: mpsc::Sender<Input<PeerId>>,
@@ -136,7 +148,7 @@ impl Drop for TransferLease {
 
 #[derive(Debug, Default)]
 struct Registry {
-    by_tree: HashMap<Cid, Arc<Transfer>>,
+    by_tree: HashMap<(Cid, Scope), Arc<Transfer>>,
     /// Background downloads by id, with their lease.
     by_id: HashMap<u64, (Cid, TransferLease)>,
 }
@@ -269,26 +281,50 @@ impl Fetcher {
 
     /// Starts (or joins) the transfer of a stored manifest's dataset and returns a lease on it.
     pub(crate) fn attach(&self, record: &DatasetRecord, manifest: &Manifest) -> TransferLease {
+        self.attach_scoped(record, manifest, Scope::All)
+    }
+
+    /// Like [`Self::attach`], for `scope`'s blocks only; joins a running transfer that covers
+    /// them (a full one covers a data-only one).
+    pub(crate) fn attach_scoped(
+        &self,
+        record: &DatasetRecord,
+        manifest: &Manifest,
+        scope: Scope,
+    ) -> TransferLease {
+        let scope = if manifest.erasure.is_some() {
+            scope
+        } else {
+            Scope::All
+        };
         let mut reg = self.registry();
-        if let Some(t) = reg.by_tree.get(&record.tree_cid)
-            && t.state.borrow().outcome.is_none()
-            && !t.cancel.is_cancelled()
-        {
-            t.users.fetch_add(1, Ordering::AcqRel);
-            return TransferLease {
-                transfer: t.clone(),
-            };
+        let covering: &[Scope] = match scope {
+            Scope::All => &[Scope::All],
+            Scope::Data => &[Scope::All, Scope::Data],
+        };
+        for covering in covering {
+            if let Some(t) = reg.by_tree.get(&(record.tree_cid, *covering))
+                && t.state.borrow().outcome.is_none()
+                && !t.cancel.is_cancelled()
+            {
+                t.users.fetch_add(1, Ordering::AcqRel);
+                return TransferLease {
+                    transfer: t.clone(),
+                };
+            }
         }
         let (inputs, inputs_rx) = mpsc::channel(TRANSFER_INPUTS);
         let transfer = Arc::new(Transfer {
             tree: record.tree_cid,
+            scope,
             manifest_cid: record.manifest_cid,
             state: watch::Sender::new(TransferState::default()),
             inputs,
             cancel: CancellationToken::new(),
             users: AtomicUsize::new(1),
         });
-        reg.by_tree.insert(record.tree_cid, transfer.clone());
+        reg.by_tree
+            .insert((record.tree_cid, scope), transfer.clone());
         drop(reg);
         let this = self.clone();
         let t = transfer.clone();
@@ -303,8 +339,9 @@ impl Fetcher {
                 s.outcome.get_or_insert(outcome);
             });
             let mut reg = this.registry();
-            if reg.by_tree.get(&t.tree).is_some_and(|x| Arc::ptr_eq(x, &t)) {
-                reg.by_tree.remove(&t.tree);
+            let key = (t.tree, t.scope);
+            if reg.by_tree.get(&key).is_some_and(|x| Arc::ptr_eq(x, &t)) {
+                reg.by_tree.remove(&key);
             }
         });
         TransferLease { transfer }
@@ -365,12 +402,14 @@ impl Fetcher {
             }
             NetEvent::Control { peer, message } => {
                 for presence in message.block_presences {
-                    let Some(t) = transfers
+                    // A tree may have a data-only and a full transfer at once: both learn.
+                    let mut of_tree = transfers
                         .iter()
-                        .find(|t| t.tree == presence.address.tree_cid)
-                    else {
+                        .filter(|t| t.tree == presence.address.tree_cid)
+                        .peekable();
+                    if of_tree.peek().is_none() {
                         continue;
-                    };
+                    }
                     let input = match presence.kind {
                         PresenceKind::Complete => Input::Presence {
                             peer,
@@ -388,7 +427,9 @@ impl Fetcher {
                             complete: false,
                         },
                     };
-                    let _ = t.inputs.try_send(input);
+                    for t in of_tree {
+                        let _ = t.inputs.try_send(input.clone());
+                    }
                 }
             }
             // Durability traffic (gossip, swarm requests) is not the fetcher's; dropping a
@@ -410,6 +451,11 @@ impl Fetcher {
             .blocking(move |s| s.bitmap(&tree))
             .await?
             .unwrap_or_default();
+        // A data-only transfer skips parity: every index from `rounded` on.
+        let skip_from = match (&t.scope, cairn_core::Layout::from_manifest(&manifest)) {
+            (Scope::Data, Ok(layout)) => layout.rounded(),
+            _ => u64::MAX,
+        };
         let mut download = {
             let check = check.clone();
             Download::new(
@@ -417,7 +463,7 @@ impl Fetcher {
                 manifest.blocks_count(),
                 manifest.block_size.get(),
                 &bitmap,
-                move |i| check.is_padding(i),
+                move |i| i >= skip_from || check.is_padding(i),
             )
         };
         let publish = |d: &Download<PeerId>| {
@@ -495,7 +541,21 @@ impl Fetcher {
         publish(&download);
         let manifest_cid = t.manifest_cid;
         self.blocking(|s| s.sync()).await?;
-        if advertise {
+        if manifest.erasure.is_some() && t.scope == Scope::All {
+            // Padding is never sent: record it now that every other leaf is known.
+            let store = self.inner.store.clone();
+            let finished = tokio::task::spawn_blocking(move || {
+                let Some(record) = store.dataset(&manifest_cid)? else {
+                    return Ok(());
+                };
+                crate::erasure::complete_padding(store.as_ref(), &record, &manifest)
+            })
+            .await
+            .map_err(|e| FetchError::Store(e.to_string()))?;
+            finished.map_err(|e| FetchError::Store(e.to_string()))?;
+        }
+        // A data-only transfer leaves the parity missing: nothing to announce.
+        if advertise && t.scope == Scope::All {
             let net = self.inner.net.clone();
             tokio::spawn(async move {
                 let _ = net.provide(manifest_cid).await;

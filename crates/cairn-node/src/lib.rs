@@ -7,6 +7,7 @@ mod api;
 mod config;
 mod content;
 mod download;
+mod erasure;
 mod fetch;
 mod node;
 mod upload;

@@ -193,6 +193,7 @@ impl Node {
                 cors_origin: config.api_cors_origin.clone(),
                 log_control: config.log_control.clone(),
                 fetcher,
+                protect_jobs: Default::default(),
             }),
         };
         let app = api::router(state);

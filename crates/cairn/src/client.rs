@@ -113,6 +113,29 @@ impl Client {
         Ok(text)
     }
 
+    /// `POST path?query` with an empty body, answered with JSON.
+    pub(crate) fn post_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Outcome<serde_json::Value> {
+        let mut request = self
+            .agent
+            .post(self.url(path))
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(SHORT_REQUEST_TIMEOUT))
+            .build();
+        for (name, value) in query {
+            request = request.query(*name, value);
+        }
+        let response = request.send_empty().map_err(|e| self.transport_error(e))?;
+        let response = self.check(response)?;
+        let value = serde_json::from_reader(response.into_body().into_reader())
+            .with_context(|| format!("the answer to POST {path} is not the JSON expected"))?;
+        Ok(value)
+    }
+
     /// `DELETE path`.
     pub(crate) fn delete(&self, path: &str) -> Outcome {
         let response = self

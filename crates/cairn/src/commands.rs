@@ -77,6 +77,12 @@ pub(crate) struct UploadArgs {
     /// the node's, 64KiB]
     #[arg(long, value_name = "N")]
     pub(crate) block_size: Option<ByteSize>,
+    /// Also erasure-code the upload with K data rows (needs --m); prints the protected CID
+    #[arg(long, value_name = "K", requires = "m")]
+    pub(crate) k: Option<u32>,
+    /// Parity rows M of the erasure code (needs --k)
+    #[arg(long, value_name = "M", requires = "k")]
+    pub(crate) m: Option<u32>,
 }
 
 /// `cairn upload FILE`: prints the manifest CID.
@@ -111,10 +117,15 @@ pub(crate) fn upload(client: &Client, args: &UploadArgs, json: bool) -> Outcome 
     if let Some(mime) = &args.mime {
         headers.push(("Content-Type", mime.clone()));
     }
-    let query: Vec<(&str, String)> = block_size
+    let mut query: Vec<(&str, String)> = block_size
         .map(|b| ("blockSize", b.get().to_string()))
         .into_iter()
         .collect();
+    if let (Some(k), Some(m)) = (args.k, args.m) {
+        check_erasure_params(k, m)?;
+        query.push(("k", k.to_string()));
+        query.push(("m", m.to_string()));
+    }
 
     let bar = progress_bar(Some(len), json, "uploading");
     let mut body = bar.wrap_read(file);
@@ -682,5 +693,85 @@ mod connect_tests {
         assert!(split_peer_addr("/ip4/127.0.0.1/tcp/4001").is_err());
         assert!(split_peer_addr("not a peer").is_err());
         assert_eq!(query_escape("/ip4/1.2.3.4"), "%2Fip4%2F1.2.3.4");
+    }
+}
+
+/// The bounds of `wire.md` §4.1, checked before anything is sent (exit 64).
+fn check_erasure_params(k: u32, m: u32) -> Outcome {
+    if k < 2 || m < 1 || u64::from(k) + u64::from(m) > 1024 {
+        return Err(Failure::usage(anyhow!(
+            "k and m must satisfy 2 <= k, 1 <= m, k + m <= 1024 (got k = {k}, m = {m})"
+        )));
+    }
+    Ok(())
+}
+
+/// Arguments of `cairn protect`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProtectArgs {
+    /// The manifest CID of a dataset stored on the node
+    #[arg(value_name = "CID")]
+    pub(crate) cid: String,
+    /// Data rows K (any K of the K + M rows rebuild the dataset)
+    #[arg(long, value_name = "K")]
+    pub(crate) k: u32,
+    /// Parity rows M (how many rows may be lost)
+    #[arg(long, value_name = "M")]
+    pub(crate) m: u32,
+}
+
+/// How often `cairn protect` polls its job.
+const PROTECT_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// `cairn protect CID --k K --m M`: runs the node's protect job with a progress bar and prints
+/// the protected manifest CID (with `--json`, the protected dataset's item).
+pub(crate) fn protect(client: &Client, args: &ProtectArgs, json: bool) -> Outcome {
+    let cid = parse_cid(&args.cid)?;
+    check_erasure_params(args.k, args.m)?;
+    let query = [
+        ("k", args.k.to_string()),
+        ("m", args.m.to_string()),
+        ("async", "true".to_owned()),
+    ];
+    let started = client.post_json(&format!("/data/{cid}/protect"), &query)?;
+    let job = started["jobId"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the node did not answer with a job id: {started}"))?
+        .to_owned();
+    let bar = if json || !io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        let style =
+            ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} columns eta {eta}")
+                .map(|s| s.progress_chars("=> "))
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_message("protecting");
+        bar
+    };
+    let path = format!("/data/{cid}/protect/{job}");
+    let outcome = loop {
+        let state = client.get_json(&path)?;
+        bar.set_length(state["total"].as_u64().unwrap_or(0));
+        bar.set_position(state["done"].as_u64().unwrap_or(0));
+        if state["active"] == Value::Bool(false) {
+            break state;
+        }
+        std::thread::sleep(PROTECT_POLL);
+    };
+    bar.finish_and_clear();
+    if let Some(error) = outcome["error"].as_str() {
+        return Err(anyhow!("protecting {cid} failed: {error}").into());
+    }
+    let protected = outcome["cid"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the job ended without a CID: {outcome}"))?
+        .to_owned();
+    if json {
+        let item = client.get_json(&format!("/data/{protected}/network/manifest"))?;
+        print_json(&item)
+    } else {
+        print_stdout(&protected)
     }
 }

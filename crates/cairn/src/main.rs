@@ -69,6 +69,9 @@ enum Command {
     },
     /// List the peers the node is connected to
     Peers,
+    /// Erasure-code a dataset stored on the node into K data and M parity rows; prints the
+    /// protected manifest CID
+    Protect(commands::ProtectArgs),
 }
 
 /// The full command, with the environment variable of every `start` setting in its help.
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> Outcome {
         Command::Info => commands::info(&client, json),
         Command::Connect { addr } => commands::connect(&client, addr, json),
         Command::Peers => commands::peers(&client, json),
+        Command::Protect(args) => commands::protect(&client, args, json),
     }
 }
 

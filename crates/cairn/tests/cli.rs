@@ -405,3 +405,60 @@ fn end_to_end_upload_ls_download_rm() {
 
     node.terminate();
 }
+
+#[test]
+fn protect_and_upload_with_erasure_coding() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(&dir.path().join("node"));
+    let data = test_bytes(500_000);
+    let file = dir.path().join("archive.bin");
+    std::fs::write(&file, &data).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let output = node.client(&["upload", file_arg]);
+    assert_code(&output, 0);
+    let cid = text(&output.stdout).trim().to_owned();
+
+    // protect prints the protected CID; --json prints its item
+    let output = node.client(&["protect", &cid, "--k", "3", "--m", "2"]);
+    assert_code(&output, 0);
+    let protected = text(&output.stdout).trim().to_owned();
+    assert!(
+        protected.starts_with('z') && protected != cid,
+        "{protected}"
+    );
+    let output = node.client(&["protect", &cid, "--k", "3", "--m", "2", "--json"]);
+    assert_code(&output, 0);
+    let item: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(item["cid"], protected.as_str());
+    assert_eq!(item["manifest"]["protected"], true);
+    assert_eq!(item["manifest"]["ecK"], 3);
+
+    // the protected dataset downloads as the original bytes
+    let output = node.client(&["download", &protected]);
+    assert_code(&output, 0);
+    assert!(output.stdout == data, "bytes differ");
+
+    // upload --k --m gives the same protected CID
+    let output = node.client(&["upload", file_arg, "--k", "3", "--m", "2"]);
+    assert_code(&output, 0);
+    assert_eq!(text(&output.stdout).trim(), protected);
+
+    // bad parameters are usage errors; protecting twice is a node error
+    let output = node.client(&["protect", &cid, "--k", "1", "--m", "2"]);
+    assert_code(&output, 64);
+    assert!(
+        text(&output.stderr).contains("2 <= k"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = node.client(&["upload", file_arg, "--k", "3"]);
+    assert_code(&output, 64);
+    let output = node.client(&["protect", &protected, "--k", "2", "--m", "1"]);
+    assert_code(&output, 1);
+    assert!(
+        text(&output.stderr).contains("409") && text(&output.stderr).contains("already protected"),
+        "{}",
+        text(&output.stderr)
+    );
+    node.terminate();
+}

@@ -17,8 +17,9 @@ use super::{
     state::AppState,
 };
 use crate::{
-    download::{DatasetSource, stream_range},
-    fetch::FetchError,
+    download::{DECODE_AFTER_STALL, DatasetSource, stream_range},
+    erasure::ReadRecovery,
+    fetch::{FetchError, Scope},
     upload::{UploadError, UploadRequest, store_upload},
 };
 
@@ -32,6 +33,7 @@ pub(crate) async fn upload(
     let query = params::query_map(query.as_deref());
     let block_size = params::block_size_param(&query)?;
     let advertise = params::advertise_param(&query)?;
+    let protection = super::protect::protect_params(&query)?;
     let mimetype = params::mimetype_header(&headers)?;
     let filename = params::filename_header(&headers)?;
     let content_length = headers
@@ -76,6 +78,15 @@ pub(crate) async fn upload(
     let stream = body.into_data_stream();
     match store_upload(st.store.clone(), stream, request).await {
         Ok(cid) => {
+            let cid = match protection {
+                Some(params) => {
+                    let progress = std::sync::Arc::default();
+                    super::protect::run_protect(&st, cid, params, progress)
+                        .await
+                        .map_err(super::protect::job_error)?
+                }
+                None => cid,
+            };
             if advertise {
                 provide_dataset(&st, cid);
             }
@@ -222,8 +233,19 @@ async fn serve_dataset(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let cid = record.manifest_cid;
+    let recovery = ReadRecovery::new(st.store.clone(), st.fetcher.clone(), cid, &manifest);
     let transfer = if record.state == DatasetState::Complete {
         None
+    } else if let Some(recovery) = &recovery {
+        // A protected dataset: its data rows may be complete, or rebuildable from local rows;
+        // otherwise fetch the data rows only (parity is fetched only to decode).
+        check_room(st, &record, &manifest).await?;
+        let probe = recovery.clone();
+        let local = tokio::task::spawn_blocking(move || probe.rebuild_locally()).await?;
+        match local.map_err(super::protect::job_error)? {
+            true => None,
+            false => Some(st.fetcher.attach_scoped(&record, &manifest, Scope::Data)),
+        }
     } else {
         check_room(st, &record, &manifest).await?;
         Some(st.fetcher.attach(&record, &manifest))
@@ -248,7 +270,12 @@ async fn serve_dataset(
         let first = start / block_size;
         let store = st.store.clone();
         let ready = move || matches!(store.leaf(&tree, first), Ok(Some(_)));
-        lease.transfer.wait_for(ready).await.map_err(fetch_error)?;
+        if recovery.is_some() {
+            // The stream decodes what the transfer cannot bring; a failure here is not final.
+            let _ = tokio::time::timeout(DECODE_AFTER_STALL, lease.transfer.wait_for(ready)).await;
+        } else {
+            lease.transfer.wait_for(ready).await.map_err(fetch_error)?;
+        }
     }
     let store = st.store.clone();
     tokio::task::spawn_blocking(move || store.touch(&cid));
@@ -256,7 +283,14 @@ async fn serve_dataset(
         tree_cid: manifest.tree_cid,
         block_size,
     };
-    let body = Body::from_stream(stream_range(st.store.clone(), source, start, end, transfer));
+    let body = Body::from_stream(stream_range(
+        st.store.clone(),
+        source,
+        start,
+        end,
+        transfer,
+        recovery,
+    ));
     let mut response = Response::new(body);
     *response.status_mut() = if range.is_some() {
         StatusCode::PARTIAL_CONTENT
@@ -554,7 +588,7 @@ pub(crate) async fn space(State(st): State<AppState>) -> ApiResult<Json<SpaceDto
 }
 
 /// Provides a complete dataset's manifest CID and tree CID on the DHT, in the background.
-fn provide_dataset(st: &AppState, manifest_cid: Cid) {
+pub(crate) fn provide_dataset(st: &AppState, manifest_cid: Cid) {
     let st = st.clone();
     tokio::spawn(async move {
         let Ok(Some(record)) = st.blocking(move |s| s.dataset(&manifest_cid)).await else {

@@ -6,6 +6,7 @@ mod error;
 mod node_info;
 mod openapi;
 mod params;
+mod protect;
 pub(crate) mod state;
 
 use axum::{
@@ -64,6 +65,8 @@ fn api_routes() -> Router<AppState> {
             "/data/{cid}/advertise",
             get(data::get_advertise).post(data::set_advertise),
         )
+        .route("/data/{cid}/protect", post(protect::protect))
+        .route("/data/{cid}/protect/{job}", get(protect::protect_job))
         .route("/space", get(data::space))
         .route("/spr", get(node_info::spr))
         .route("/peerid", get(node_info::peer_id))

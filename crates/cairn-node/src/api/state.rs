@@ -21,6 +21,7 @@ pub(crate) struct Inner {
     pub(crate) cors_origin: Option<String>,
     pub(crate) log_control: Option<Arc<dyn LogControl>>,
     pub(crate) fetcher: crate::fetch::Fetcher,
+    pub(crate) protect_jobs: super::protect::ProtectJobs,
 }
 
 impl std::fmt::Debug for AppState {

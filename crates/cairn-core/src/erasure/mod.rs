@@ -8,9 +8,15 @@
 //! indices `s + r·steps`. Padding indices have the empty block: leaf and cell root `EMPTY`,
 //! coder symbol `blockSize` zero bytes.
 
+mod stream;
+
 use std::ops::Range;
 
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+
+pub use stream::{
+    EncodedColumns, ProtectEncoder, ProtectedTree, RebuildError, RebuiltColumns, RowRebuild,
+};
 
 use crate::{
     chunk::BlockSize,
