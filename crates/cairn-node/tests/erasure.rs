@@ -250,3 +250,42 @@ fn rows_lost_locally_are_decoded_from_a_peer() {
     drop(p);
     assert_eq!(q.get(&format!("{BASE}/data/{pcid}")).body, data);
 }
+
+#[test]
+fn a_protected_dataset_is_found_and_fetched_whole_by_cid() {
+    // A uploads with k and m; B finds the protected manifest by CID through Kad and fetches
+    // every row (padding is never sent): B then holds the complete protected dataset.
+    let a = TestNode::start();
+    let b = TestNode::start_joined(&[&a], |_| {});
+    let data = pattern(700_000, 8);
+    let r = a.post(&format!("{BASE}/data?k=3&m=2&blockSize=65536"), &data, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let pcid = r.text();
+    let r = b.post(&format!("{BASE}/data/{pcid}/network"), b"", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["manifest"]["protected"], true);
+    let id = r.json()["downloadId"].as_u64().expect("downloadId");
+    b.wait_json(
+        &format!("{BASE}/data/{pcid}/network/progress/{id}"),
+        Duration::from_secs(60),
+        |v| v["active"] == false,
+    );
+    // Complete (listed) on B, with the same bytes; B serves it with A gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = b.get(&format!("{BASE}/data")).json();
+        let listed = list["content"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|i| i["cid"] == pcid.as_str()));
+        if listed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not complete on B: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(a);
+    assert_eq!(b.get(&format!("{BASE}/data/{pcid}")).body, data);
+}
