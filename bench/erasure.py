@@ -17,7 +17,7 @@ Build first: cargo build --release. Needs curl, openssl and dd. Standard library
 import argparse, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from local import free_port, parse_size, status_kib, timed, wait_ready  # noqa: E402
+from local import free_port, measure_floor, parse_size, status_kib, timed, wait_ready, write_random  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
@@ -41,19 +41,10 @@ def main():
     rounds, proc = [], None
     try:
         payload = os.path.join(work, "payload.bin")
-        with open(payload, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 1 << 24)
-                f.write(os.urandom(n))
-                left -= n
+        write_random(payload, size)
         for r in range(args.repeat):
             rec = {"loadavg_1m": float(open("/proc/loadavg").read().split()[0])}
-            copy = os.path.join(work, "copy.bin")
-            rec["openssl_s"] = timed(["openssl", "dgst", "-sha256", payload], stdout=subprocess.DEVNULL)
-            rec["dd_fsync_s"] = timed(["dd", f"if={payload}", f"of={copy}", "bs=4M", "conv=fsync"], stderr=subprocess.DEVNULL)
-            os.remove(copy)
-            rec["floor_s"] = max(rec["openssl_s"], rec["dd_fsync_s"])
+            rec.update(measure_floor(payload, work))
 
             data_dir = os.path.join(work, f"node-{r}")
             port = free_port()

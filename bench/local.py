@@ -49,6 +49,24 @@ def wait_ready(url, proc, timeout=60):
         time.sleep(0.1)
     raise SystemExit("node did not become ready")
 
+def write_random(path, size):
+    """Writes `size` random bytes to `path`, 16 MiB at a time."""
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 24)
+            f.write(os.urandom(n))
+            left -= n
+
+def measure_floor(payload, work):
+    """The upload floor of the same run: max(openssl dgst -sha256, dd conv=fsync) of `payload`."""
+    copy = os.path.join(work, "copy.bin")
+    rec = {"openssl_s": timed(["openssl", "dgst", "-sha256", payload], stdout=subprocess.DEVNULL),
+           "dd_fsync_s": timed(["dd", f"if={payload}", f"of={copy}", "bs=4M", "conv=fsync"], stderr=subprocess.DEVNULL)}
+    os.remove(copy)
+    rec["floor_s"] = max(rec["openssl_s"], rec["dd_fsync_s"])
+    return rec
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1GiB")
@@ -69,19 +87,10 @@ def main():
     proc = None
     try:
         payload = os.path.join(work, "payload.bin")
-        with open(payload, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 1 << 24)
-                f.write(os.urandom(n))
-                left -= n
+        write_random(payload, size)
         for r in range(args.repeat):
             rec = {"loadavg_1m": float(open("/proc/loadavg").read().split()[0])}
-            copy = os.path.join(work, "copy.bin")
-            rec["openssl_s"] = timed(["openssl", "dgst", "-sha256", payload], stdout=subprocess.DEVNULL)
-            rec["dd_fsync_s"] = timed(["dd", f"if={payload}", f"of={copy}", "bs=4M", "conv=fsync"], stderr=subprocess.DEVNULL)
-            os.remove(copy)
-            rec["floor_s"] = max(rec["openssl_s"], rec["dd_fsync_s"])
+            rec.update(measure_floor(payload, work))
 
             data_dir = os.path.join(work, f"node-{r}")
             port = free_port()
