@@ -611,3 +611,112 @@ impl ReadRecovery {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_core::{BlockSize, build_from_bytes, protect as protect_in_memory, sha256};
+    use cairn_store::MemStore;
+
+    use super::*;
+
+    /// A store holding the protected form of some data, with only the rows `keep`; the block
+    /// of index `corrupt` (if any) is stored with one byte flipped under its true CID, as a
+    /// rotting disk would leave it.
+    fn seeded(keep: &[u32], corrupt: Option<u64>) -> (MemStore, DatasetRecord, Manifest, Vec<u8>) {
+        let data: Vec<u8> = (0..20 * 4096u32)
+            .map(|i| (i * 7 + i / 4096) as u8)
+            .collect();
+        let (blocks, dataset) =
+            build_from_bytes(&data, BlockSize::MIN, None, None).expect("dataset");
+        let blocks: Vec<Vec<u8>> = blocks.into_iter().map(|b| b.data).collect();
+        let p = protect_in_memory(&dataset.manifest, &blocks, 4, 3).expect("protect");
+        let store = MemStore::new(1 << 30);
+        let flags = DatasetFlags {
+            pinned: true,
+            advertise: false,
+        };
+        store
+            .put_manifest(&p.manifest_cid, p.manifest_bytes.clone().into(), flags)
+            .expect("manifest");
+        let layout = p.layout;
+        let mut leaf_blocks = Vec::new();
+        for &r in keep {
+            for index in layout
+                .row(r)
+                .expect("row")
+                .filter(|&i| !layout.is_padding(i))
+            {
+                let mut bytes = p.block(&blocks, index).expect("block").to_vec();
+                let cid = Cid::new(Codec::Block, sha256(&bytes));
+                if corrupt == Some(index) {
+                    bytes[10] ^= 0xff;
+                }
+                leaf_blocks.push(LeafBlock {
+                    index,
+                    cid,
+                    data: bytes.into(),
+                    proof: p.tree.proof(index).expect("proof"),
+                });
+            }
+        }
+        store
+            .put_leaf_blocks(&p.manifest.tree_cid, &leaf_blocks)
+            .expect("leaves");
+        let record = store
+            .dataset(&p.manifest_cid)
+            .expect("read")
+            .expect("stored");
+        (store, record, p.manifest, data)
+    }
+
+    #[test]
+    fn rebuild_restores_rows_reading_exactly_k() {
+        let (store, record, manifest, data) = seeded(&[1, 3, 4, 6], None);
+        let report = rebuild_rows(&store, &record, &manifest, &[0, 2], &JobProgress::default())
+            .expect("rebuild");
+        let layout = Layout::from_manifest(&manifest).expect("layout");
+        assert_eq!(report.rows_read, 4);
+        assert_eq!(report.bytes_read, 4 * layout.steps() * 4096);
+        let mut read = Vec::new();
+        for i in 0..layout.original_blocks() {
+            read.extend_from_slice(
+                &store
+                    .leaf_block(&record.tree_cid, i)
+                    .expect("read")
+                    .expect("held"),
+            );
+        }
+        read.truncate(data.len());
+        assert_eq!(read, data);
+    }
+
+    #[test]
+    fn a_corrupt_source_row_is_named_and_nothing_is_kept() {
+        let layout_steps = 5; // 20 blocks, K = 4: 5 columns.
+        let (store, record, manifest, _) = seeded(&[1, 3, 4, 6], Some(3 * layout_steps + 2));
+        let before = store.space().expect("space");
+        let err = rebuild_rows(&store, &record, &manifest, &[0, 2], &JobProgress::default())
+            .expect_err("a corrupt row");
+        assert!(
+            matches!(
+                err,
+                ErasureJobError::Rebuild(RebuildError::BadSourceRow { row: 3 })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("row 3"), "{err}");
+        assert_eq!(store.space().expect("space"), before);
+        assert!(store.leaf(&record.tree_cid, 0).expect("read").is_none());
+    }
+
+    #[test]
+    fn fewer_than_k_rows_are_refused_before_reading() {
+        let (store, record, manifest, _) = seeded(&[1, 4, 6], None);
+        let err = rebuild_rows(&store, &record, &manifest, &[0], &JobProgress::default())
+            .expect_err("3 rows");
+        assert!(
+            matches!(err, ErasureJobError::NotEnoughRows { held: 3, needed: 4 }),
+            "{err}"
+        );
+    }
+}
