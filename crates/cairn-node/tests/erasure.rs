@@ -289,3 +289,16 @@ fn a_protected_dataset_is_found_and_fetched_whole_by_cid() {
     drop(a);
     assert_eq!(b.get(&format!("{BASE}/data/{pcid}")).body, data);
 }
+
+#[test]
+fn protect_past_the_quota_is_507_and_leaves_nothing() {
+    // 5 blocks of 64 KiB stored; 2+2 adds 6 parity blocks, which do not fit in 600 KiB.
+    let node = TestNode::start_with(|c| c.storage_quota = 600 * 1024);
+    let cid = node.upload(&pattern(300_000, 9));
+    let before = node.space();
+    let r = node.post(&format!("{BASE}/data/{cid}/protect?k=2&m=2"), b"", &[]);
+    assert_eq!(r.status, 507, "{}", r.text());
+    assert_eq!(node.space(), before);
+    let list = node.get(&format!("{BASE}/data")).json();
+    assert_eq!(list["content"].as_array().map(Vec::len), Some(1), "{list}");
+}
