@@ -59,6 +59,8 @@ pub struct NodeConfig {
     /// Hook for changing the log filter at run time.
     #[serde(skip)]
     pub log_control: Option<Arc<dyn LogControl>>,
+    /// The `[durability]` table (durability.md §14): local timer overrides.
+    pub durability: crate::swarm::DurabilityConfig,
 }
 
 impl Default for NodeConfig {
@@ -80,6 +82,7 @@ impl Default for NodeConfig {
             corrupt_served_blocks: false,
             log_level: "info".to_owned(),
             log_control: None,
+            durability: crate::swarm::DurabilityConfig::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ impl fmt::Debug for NodeConfig {
             .field("reprovide_interval", &self.reprovide_interval)
             .field("lookup_timeout", &self.lookup_timeout)
             .field("log_level", &self.log_level)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }

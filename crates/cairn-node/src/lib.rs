@@ -10,7 +10,9 @@ mod download;
 mod erasure;
 mod fetch;
 mod node;
+mod swarm;
 mod upload;
 
 pub use config::{DEFAULT_API_PORT, LogControl, NodeConfig};
 pub use node::{Node, NodeError};
+pub use swarm::{DurabilityConfig, HumanDuration};

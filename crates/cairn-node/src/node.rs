@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use cairn_net::{Identity, Multiaddr, NetConfig, Network};
+use cairn_net::{Identity, Multiaddr, NetConfig, NetEvent, Network};
 use cairn_store::{BlockStore, FjallStore};
 use tokio_util::sync::CancellationToken;
 
@@ -11,6 +11,7 @@ use crate::{
     config::NodeConfig,
     content::StoreContent,
     fetch::Fetcher,
+    swarm::{Driver, DriverConfig, Msg, SwarmHandle, SystemClock},
 };
 
 /// Subdirectory of the data dir that holds the store.
@@ -94,6 +95,7 @@ fn net_config(config: &NodeConfig) -> Result<NetConfig, NodeError> {
         max_peers: config.max_peers,
         reprovide_interval: Duration::from_secs(config.reprovide_interval),
         lookup_timeout: Duration::from_secs(config.lookup_timeout),
+        swarm_busy_response: Some(crate::swarm::busy_response()),
         ..NetConfig::default()
     })
 }
@@ -155,16 +157,53 @@ impl Node {
         .map_err(NodeError::Network)?;
         let stall = STALL_TIMEOUT.max(Duration::from_secs(config.lookup_timeout));
         let fetcher = Fetcher::new(store.clone(), net.clone(), stall);
+        for warning in config.durability.warnings() {
+            tracing::warn!("{warning}");
+        }
+        let keypair = {
+            let path = data_dir.join("node.key");
+            let bytes = std::fs::read(&path).map_err(|source| NodeError::DataDir {
+                path: path.clone(),
+                source,
+            })?;
+            let seed = crate::swarm::ed25519_seed(&bytes)
+                .ok_or_else(|| NodeError::Config("the node key is not an Ed25519 key".into()))?;
+            let keypair = cairn_core::durability::Keypair::from_seed(&seed);
+            if keypair.peer_id().as_bytes().as_slice() != identity.peer_id().to_bytes().as_slice() {
+                return Err(NodeError::Config(
+                    "the node key does not match the node identity".into(),
+                ));
+            }
+            keypair
+        };
+        let (swarms, swarm_rx) = SwarmHandle::channel();
+        let driver = Driver::start(
+            store.clone(),
+            net.clone(),
+            fetcher.clone(),
+            Arc::new(SystemClock::new()),
+            DriverConfig {
+                keypair,
+                durability: config.durability.clone(),
+                default_quota: config.storage_quota,
+                seed: random_seed(),
+            },
+            swarms.sender(),
+        )
+        .await
+        .map_err(NodeError::Store)?;
+        tokio::spawn(driver.run(swarm_rx));
         {
             let fetcher = fetcher.clone();
+            let swarms = swarms.clone();
             tokio::spawn(async move {
                 while let Some(event) = events.recv().await {
-                    fetcher.dispatch(event);
+                    route_event(&fetcher, &swarms, event).await;
                 }
             });
         }
         tokio::spawn(provide_stored(store.clone(), net.clone()));
-        Node::serve(config, data_dir, identity, store, net, fetcher).await
+        Node::serve(config, data_dir, identity, store, net, fetcher, swarms).await
     }
 
     /// Serves the API over an already opened store and running network.
@@ -175,6 +214,7 @@ impl Node {
         store: Arc<dyn BlockStore>,
         net: Network,
         fetcher: Fetcher,
+        swarms: SwarmHandle,
     ) -> Result<Node, NodeError> {
         let addr = SocketAddr::new(config.api_bindaddr, config.api_port);
         let listener = tokio::net::TcpListener::bind(addr)
@@ -194,6 +234,7 @@ impl Node {
                 log_control: config.log_control.clone(),
                 fetcher,
                 protect_jobs: Default::default(),
+                swarms,
             }),
         };
         let app = api::router(state);
@@ -271,6 +312,73 @@ impl Node {
         }
         tracing::info!("cairn node stopped");
     }
+}
+
+/// Routes a network event: durability traffic to the swarm driver, the rest to the fetcher;
+/// connection changes to both.
+async fn route_event(fetcher: &Fetcher, swarms: &SwarmHandle, event: NetEvent) {
+    match event {
+        NetEvent::Gossip {
+            topic,
+            id,
+            source,
+            data,
+        } => {
+            swarms
+                .deliver(Msg::Gossip {
+                    topic,
+                    id,
+                    source,
+                    data,
+                })
+                .await;
+        }
+        NetEvent::SwarmRequest {
+            peer,
+            request,
+            responder,
+        } => {
+            swarms
+                .deliver(Msg::Request {
+                    peer,
+                    request,
+                    responder,
+                })
+                .await;
+        }
+        NetEvent::PeerConnected(peer) => {
+            fetcher.dispatch(NetEvent::PeerConnected(peer));
+            swarms
+                .deliver(Msg::Peer {
+                    peer,
+                    connected: true,
+                })
+                .await;
+        }
+        NetEvent::PeerDisconnected(peer) => {
+            fetcher.dispatch(NetEvent::PeerDisconnected(peer));
+            swarms
+                .deliver(Msg::Peer {
+                    peer,
+                    connected: false,
+                })
+                .await;
+        }
+        other => fetcher.dispatch(other),
+    }
+}
+
+/// A seed for the driver's RNG (nonces, jitter): not secret, only distinct per start.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// Provides every complete, advertised dataset at start (`wire.md` §5.3); the network layer

@@ -541,7 +541,11 @@ fn sync_pull(a: &mut State, b: &mut State, at: u64) {
                     request: req,
                 },
             );
-            let [Output::Respond { response, .. }] = &resp[..] else {
+            // `b` may also start pulling back from `a` (its root differs): not driven here.
+            let Some(response) = resp.iter().find_map(|o| match o {
+                Output::Respond { response, .. } => Some(response),
+                _ => None,
+            }) else {
                 panic!("{resp:?}")
             };
             next.extend(a.handle(
@@ -555,6 +559,49 @@ fn sync_pull(a: &mut State, b: &mut State, at: u64) {
         out = next;
     }
     panic!("sync did not finish");
+}
+
+#[test]
+fn a_pull_with_another_ctl_root_is_pulled_back_once() {
+    // b does not know the requester as a member (its Join gossip was lost): answering a ctl
+    // pull whose root differs from its own, b starts its own round towards the requester.
+    let g = genesis();
+    let mut b = node_with_members(&g, 3, &[2, 3]);
+    let joiner = node_with_members(&g, 4, &[2, 3, 4]).peer_id();
+    let request = pb::Request {
+        body: Some(request::Body::Sync(pb::SyncRequest {
+            swarm_id: swarm_id(&g).as_bytes().to_vec(),
+            scope: pb::SyncScope::Ctl as i32,
+            shard: 0,
+            step: Some(pb::sync_request::Step::Root(vec![7; 32])),
+            page_token: vec![],
+        })),
+    };
+    let pulls = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::Send { peer, .. } if *peer == joiner))
+            .count()
+    };
+    let first = b.handle(
+        now(T0),
+        Input::Request {
+            peer: Some(joiner),
+            id: 1,
+            request: request.clone(),
+        },
+    );
+    assert!(first.iter().any(|o| matches!(o, Output::Respond { .. })));
+    assert_eq!(pulls(&first), 1, "{first:?}");
+    // While that round runs, another pull from the same peer starts nothing more.
+    let second = b.handle(
+        now(T0),
+        Input::Request {
+            peer: Some(joiner),
+            id: 2,
+            request,
+        },
+    );
+    assert_eq!(pulls(&second), 0, "{second:?}");
 }
 
 #[test]

@@ -338,6 +338,43 @@ impl<K: Kv> Engine<K> {
         Ok(engine)
     }
 
+    /// The value under `key` in application metadata table `table`.
+    pub(crate) fn get_meta(&self, table: &str, key: &[u8]) -> Result<Option<Bytes>> {
+        self.kv.get(Table::App, &app_key(table, key)?)
+    }
+
+    /// Every pair of metadata table `table` whose key starts with `prefix`.
+    pub(crate) fn scan_meta(&self, table: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>> {
+        let full = app_key(table, prefix)?;
+        let skip = full.len() - prefix.len();
+        let mut out = Vec::new();
+        self.kv.scan(Table::App, &full, &mut |k, v| {
+            out.push((k[skip..].to_vec(), Bytes::copy_from_slice(v)));
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(out)
+    }
+
+    /// Applies metadata changes atomically, then syncs.
+    pub(crate) fn write_meta(&self, ops: &[crate::types::MetaOp]) -> Result<()> {
+        use crate::types::MetaOp;
+        let mut batch = Batch::default();
+        for op in ops {
+            match op {
+                MetaOp::Put { table, key, value } => {
+                    batch.put(Table::App, app_key(table, key)?, value.clone())
+                }
+                MetaOp::Delete { table, key } => batch.del(Table::App, app_key(table, key)?),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.kv.throttle()?;
+        self.kv.write(batch)?;
+        self.kv.sync()
+    }
+
     /// The backend (for tests and tools).
     pub(crate) fn kv(&self) -> &K {
         &self.kv
@@ -1677,6 +1714,20 @@ impl<K: Kv> Engine<K> {
             quota_reserved_bytes: 0,
         })
     }
+}
+
+/// The key of an application metadata record: table name ‖ 0x00 ‖ key.
+fn app_key(table: &str, key: &[u8]) -> Result<Vec<u8>> {
+    if table.is_empty() || table.len() > 64 || table.as_bytes().contains(&0) {
+        return Err(StoreError::Invalid(format!(
+            "metadata table name {table:?} must be 1..=64 bytes without NUL"
+        )));
+    }
+    let mut k = Vec::with_capacity(table.len() + 1 + key.len());
+    k.extend_from_slice(table.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key);
+    Ok(k)
 }
 
 /// Checks the format version, writing it into a new store.

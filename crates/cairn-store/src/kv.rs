@@ -28,11 +28,13 @@ pub(crate) enum Table {
     Staging,
     /// Tree CID → why its leaf records have no tree record (a commit or a delete in progress).
     Detached,
+    /// Application metadata: table name ‖ 0x00 ‖ key → value (the node's durable state).
+    App,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position here).
-    pub(crate) const ALL: [Table; 9] = [
+    pub(crate) const ALL: [Table; 10] = [
         Table::Meta,
         Table::Blocks,
         Table::Refs,
@@ -42,6 +44,7 @@ impl Table {
         Table::Bitmaps,
         Table::Staging,
         Table::Detached,
+        Table::App,
     ];
 
     /// The fjall keyspace name.
@@ -56,6 +59,7 @@ impl Table {
             Table::Bitmaps => "bitmaps",
             Table::Staging => "staging",
             Table::Detached => "detached",
+            Table::App => "app",
         }
     }
 

@@ -149,6 +149,19 @@ macro_rules! forward_block_store {
             fn space(&self) -> $crate::Result<$crate::Space> {
                 self.engine.space()
             }
+            fn get_meta(&self, table: &str, key: &[u8]) -> $crate::Result<Option<bytes::Bytes>> {
+                self.engine.get_meta(table, key)
+            }
+            fn scan_meta(
+                &self,
+                table: &str,
+                prefix: &[u8],
+            ) -> $crate::Result<Vec<(Vec<u8>, bytes::Bytes)>> {
+                self.engine.scan_meta(table, prefix)
+            }
+            fn write_meta(&self, ops: &[$crate::MetaOp]) -> $crate::Result<()> {
+                self.engine.write_meta(ops)
+            }
         }
     };
 }

@@ -352,4 +352,58 @@ pub trait BlockStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The storage summary.
     fn space(&self) -> Result<Space>;
+
+    // --- application metadata ------------------------------------------------------------------
+
+    /// The value stored under `key` in metadata table `table`.
+    ///
+    /// Metadata tables are small named key-value maps for the node's own durable state (the
+    /// durability layer's swarms, facts, held slots). They never count against the quota and
+    /// are independent of blocks and datasets. A table name is 1..=64 bytes without a NUL byte;
+    /// anything else is [`StoreError::Invalid`].
+    fn get_meta(&self, table: &str, key: &[u8]) -> Result<Option<Bytes>>;
+
+    /// Every `(key, value)` of `table` whose key starts with `prefix`, in key order.
+    fn scan_meta(&self, table: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>>;
+
+    /// Applies `ops` atomically (all or none) and makes them durable (fsync) before returning.
+    fn write_meta(&self, ops: &[MetaOp]) -> Result<()>;
+
+    /// Stores `value` under `key` in `table`, durably (see [`BlockStore::write_meta`]).
+    fn put_meta(&self, table: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.write_meta(&[MetaOp::Put {
+            table: table.to_owned(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }])
+    }
+
+    /// Removes `key` from `table` (a no-op if absent), durably.
+    fn delete_meta(&self, table: &str, key: &[u8]) -> Result<()> {
+        self.write_meta(&[MetaOp::Delete {
+            table: table.to_owned(),
+            key: key.to_vec(),
+        }])
+    }
+}
+
+/// One change of [`BlockStore::write_meta`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaOp {
+    /// Insert or overwrite.
+    Put {
+        /// The metadata table.
+        table: String,
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Remove (a no-op if absent).
+    Delete {
+        /// The metadata table.
+        table: String,
+        /// The key.
+        key: Vec<u8>,
+    },
 }

@@ -134,7 +134,85 @@ both_backends!(
     flags_and_touch,
     concurrent_uploads,
     model_small,
+    meta_tables,
 );
+
+/// Application metadata: put, get, prefix scans per table, atomic batches, deletes; no effect
+/// on blocks, datasets or the quota.
+fn meta_tables(make: Make) {
+    let env = make(BIG_QUOTA);
+    let s = &*env.store;
+    let before = s.space().unwrap();
+    assert_eq!(s.get_meta("swarms", b"a").unwrap(), None);
+    s.put_meta("swarms", b"a1", b"one").unwrap();
+    s.put_meta("swarms", b"a2", b"two").unwrap();
+    s.put_meta("swarms", b"b1", b"three").unwrap();
+    s.put_meta("swarmsx", b"a1", b"other table").unwrap();
+    s.put_meta("swarms", b"a1", b"ONE").unwrap();
+    assert_eq!(
+        s.get_meta("swarms", b"a1").unwrap().as_deref(),
+        Some(&b"ONE"[..])
+    );
+    let scan = s.scan_meta("swarms", b"a").unwrap();
+    let keys: Vec<&[u8]> = scan.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"a1"[..], &b"a2"[..]]);
+    assert_eq!(s.scan_meta("swarms", b"").unwrap().len(), 3);
+    assert_eq!(s.scan_meta("swarmsx", b"").unwrap().len(), 1);
+    s.write_meta(&[
+        cairn_store::MetaOp::Delete {
+            table: "swarms".into(),
+            key: b"a2".to_vec(),
+        },
+        cairn_store::MetaOp::Put {
+            table: "facts".into(),
+            key: vec![0, 255, 0],
+            value: Vec::new(),
+        },
+    ])
+    .unwrap();
+    assert_eq!(s.get_meta("swarms", b"a2").unwrap(), None);
+    assert_eq!(
+        s.get_meta("facts", &[0, 255, 0]).unwrap().as_deref(),
+        Some(&b""[..])
+    );
+    s.delete_meta("swarms", b"nothing").unwrap();
+    s.delete_meta("swarms", b"b1").unwrap();
+    assert_eq!(s.scan_meta("swarms", b"").unwrap().len(), 1);
+    assert!(matches!(
+        s.put_meta("", b"k", b"v"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.get_meta("a\0b", b"k"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.scan_meta(&"t".repeat(65), b""),
+        Err(StoreError::Invalid(_))
+    ));
+    let after = s.space().unwrap();
+    assert_eq!(before.quota_used_bytes, after.quota_used_bytes);
+    assert!(s.list_datasets(true).unwrap().is_empty());
+}
+
+/// Metadata survives closing and reopening a disk store.
+#[test]
+fn fjall_meta_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let s = FjallStore::open(dir.path(), BIG_QUOTA).expect("open");
+        s.put_meta("incarnation", b"swarm", &7u64.to_be_bytes())
+            .unwrap();
+        s.put_meta("incarnation", b"gone", b"x").unwrap();
+        s.delete_meta("incarnation", b"gone").unwrap();
+    }
+    let s = FjallStore::open(dir.path(), BIG_QUOTA).expect("reopen");
+    assert_eq!(
+        s.get_meta("incarnation", b"swarm").unwrap().as_deref(),
+        Some(&7u64.to_be_bytes()[..])
+    );
+    assert_eq!(s.get_meta("incarnation", b"gone").unwrap(), None);
+}
 
 // --- data helpers -------------------------------------------------------------------------------
 

@@ -45,6 +45,27 @@ impl fmt::Display for NodeAnswer {
 
 impl std::error::Error for NodeAnswer {}
 
+impl NodeAnswer {
+    /// The error body as JSON, when it is JSON.
+    pub(crate) fn body_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.message).ok()
+    }
+
+    /// `(code, message)` of a JSON error body `{"error":{"code":"…","message":"…"}}`
+    /// (durability.md §17).
+    pub(crate) fn api_error(&self) -> Option<(String, String)> {
+        let body = self.body_json()?;
+        let error = body.get("error")?;
+        let code = error.get("code")?.as_str()?.to_owned();
+        let message = error
+            .get("message")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Some((code, message))
+    }
+}
+
 /// A connection to one node's REST API.
 #[derive(Debug)]
 pub(crate) struct Client {
@@ -134,6 +155,70 @@ impl Client {
         let value = serde_json::from_reader(response.into_body().into_reader())
             .with_context(|| format!("the answer to POST {path} is not the JSON expected"))?;
         Ok(value)
+    }
+
+    /// `GET path?query`, answered with JSON.
+    pub(crate) fn get_json_query(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Outcome<serde_json::Value> {
+        let mut request = self
+            .agent
+            .get(self.url(path))
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(SHORT_REQUEST_TIMEOUT))
+            .build();
+        for (name, value) in query {
+            request = request.query(*name, value);
+        }
+        let response = request.call().map_err(|e| self.transport_error(e))?;
+        let response = self.check(response)?;
+        read_json_answer(response, "GET", path)
+    }
+
+    /// `POST path` with a JSON body (or an empty one), answered with JSON; an empty answer (such
+    /// as a 202 or 204 without a body) is `null`.
+    pub(crate) fn post_json_body(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Outcome<serde_json::Value> {
+        let request = self
+            .agent
+            .post(self.url(path))
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(SHORT_REQUEST_TIMEOUT))
+            .build();
+        let sent = match body {
+            Some(body) => {
+                let bytes = serde_json::to_vec(body).context("encoding the request body")?;
+                request
+                    .header("Content-Type", "application/json")
+                    .send(&bytes[..])
+            }
+            None => request.send_empty(),
+        };
+        let response = sent.map_err(|e| self.transport_error(e))?;
+        let response = self.check(response)?;
+        read_json_answer(response, "POST", path)
+    }
+
+    /// `DELETE path`, answered with JSON or nothing (`null`).
+    pub(crate) fn delete_json(&self, path: &str) -> Outcome<serde_json::Value> {
+        let response = self
+            .agent
+            .delete(self.url(path))
+            .header("Accept", "application/json")
+            .config()
+            .timeout_global(Some(SHORT_REQUEST_TIMEOUT))
+            .build()
+            .call()
+            .map_err(|e| self.transport_error(e))?;
+        let response = self.check(response)?;
+        read_json_answer(response, "DELETE", path)
     }
 
     /// `DELETE path`.
@@ -230,6 +315,24 @@ impl Client {
                 .into(),
         }
     }
+}
+
+/// Reads a JSON answer; an empty body is `null`.
+fn read_json_answer(
+    response: Response<Body>,
+    method: &str,
+    path: &str,
+) -> Outcome<serde_json::Value> {
+    let text = response
+        .into_body()
+        .read_to_string()
+        .with_context(|| format!("reading the answer to {method} {path}"))?;
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let value = serde_json::from_str(&text)
+        .with_context(|| format!("the answer to {method} {path} is not the JSON expected"))?;
+    Ok(value)
 }
 
 /// Whether `err` means nothing answered at the address.
@@ -371,6 +474,32 @@ mod tests {
         assert!(
             format!("{:#}", err.error).contains("cannot reach the cairn node at http://127.0.0.1:")
         );
+    }
+
+    #[test]
+    fn json_error_bodies() {
+        let answer = NodeAnswer {
+            status: StatusCode::CONFLICT,
+            message: r#"{"error":{"code":"conflict","message":"a repair round is active"}}"#.into(),
+        };
+        assert_eq!(
+            answer.api_error(),
+            Some(("conflict".into(), "a repair round is active".into()))
+        );
+        assert_eq!(answer.body_json().unwrap()["error"]["code"], "conflict");
+        for body in [
+            "not json",
+            "",
+            r#"{"error":"flat"}"#,
+            r#"{"error":{"message":"no code"}}"#,
+            "[1]",
+        ] {
+            let answer = NodeAnswer {
+                status: StatusCode::BAD_REQUEST,
+                message: body.into(),
+            };
+            assert_eq!(answer.api_error(), None, "{body}");
+        }
     }
 
     #[test]

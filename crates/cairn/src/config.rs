@@ -85,6 +85,10 @@ pub(crate) struct Settings {
     /// info,cairn_store=debug [default: info]
     #[arg(long, value_name = "FILTER")]
     pub(crate) log_level: Option<String>,
+    /// The `[durability]` table (file only): durability.md §14 timer overrides.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) durability: Option<cairn_node::DurabilityConfig>,
 }
 
 /// The environment variable for a flag: `data-dir` → `CAIRN_DATA_DIR`.
@@ -269,6 +273,24 @@ mod tests {
     }
 
     #[test]
+    fn durability_table_passes_through() {
+        let file = config_file(
+            "api-port = 1111\n[durability]\nbeacon_interval = \"10s\"\nlost_after = \"1h\"\n\
+             download_cap = 1000\nsome_future_key = \"x\"\n",
+        );
+        let env = env_of(&[("HOME", "/home/ann")]);
+        let config = resolve_with(&Settings::default(), Some(file.path()), &env).unwrap();
+        assert_eq!(config.api_port, 1111);
+        let d = &config.durability;
+        assert_eq!(d.beacon_interval.unwrap().secs(), 10);
+        assert_eq!(d.lost_after.unwrap().secs(), 3600);
+        assert_eq!(d.download_cap, Some(1000));
+        assert!(d.other.contains_key("some_future_key"));
+        let bad = config_file("[durability]\nlost_after = \"soon\"\n");
+        assert!(resolve_with(&Settings::default(), Some(bad.path()), &env).is_err());
+    }
+
+    #[test]
     fn env_names() {
         assert_eq!(env_var_name("data-dir"), "CAIRN_DATA_DIR");
         assert_eq!(env_var_name("api-port"), "CAIRN_API_PORT");
@@ -404,6 +426,7 @@ mod tests {
                 max_peers: Some(50),
                 reprovide_interval: Some(300),
                 lookup_timeout: Some(10),
+                durability: None,
             }
         );
         // Every field of Settings is a NodeConfig key (NodeConfig denies unknown fields).

@@ -45,6 +45,39 @@ impl Failure {
     }
 }
 
+/// Exit codes of the `swarm` and `dataset` commands (durability.md §17), which differ from the
+/// other commands' [`Code`]s: usage is 2 and an unreachable node is a plain error (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwarmCode {
+    /// Done; for `dataset health` / `verify`, the dataset is healthy (or unmanaged).
+    Ok = 0,
+    /// The node answered with an error, could not be reached, or answered something unexpected.
+    Failed = 1,
+    /// Bad command line or argument, refused before any request.
+    Usage = 2,
+    /// `dataset health` / `verify`: the dataset is degraded or critical.
+    Degraded = 3,
+    /// `dataset health` / `verify`: the dataset is lost.
+    Lost = 4,
+}
+
+impl SwarmCode {
+    /// The process exit code.
+    pub(crate) fn exit_code(self) -> ExitCode {
+        ExitCode::from(self as u8)
+    }
+}
+
+impl Failure {
+    /// The exit code of this failure for the `swarm` and `dataset` commands.
+    pub(crate) fn swarm_code(&self) -> SwarmCode {
+        match self.code {
+            Code::Usage => SwarmCode::Usage,
+            Code::Failed | Code::Unreachable => SwarmCode::Failed,
+        }
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Failure {
         Failure {
@@ -106,7 +139,22 @@ Exit codes:
       a local file could not be written, or `cairn start` could not start or run the node
   2   the node could not be reached (not running, wrong --api address)
   64  bad usage or input: unknown flag, malformed CID (checked locally), missing FILE,
-      invalid configuration";
+      invalid configuration
+The swarm and dataset commands use other codes (durability.md §17; see `cairn swarm --help`):
+  0 ok/healthy, 1 error (an unreachable node included), 2 usage, 3 degraded or critical, 4 lost";
+
+/// The exit-code section of `cairn swarm --help` and `cairn dataset --help`.
+pub(crate) const SWARM_EXIT_CODES_HELP: &str = "\
+Exit codes (durability.md §17; unlike the other cairn commands):
+  0   success; for `dataset health` and `dataset verify`, the dataset is healthy (or unmanaged,
+      policy none)
+  1   error: the node answered with an error (printed as `code: message`; with --json its
+      error JSON also goes to stdout), the node could not be reached, or it answered
+      something unexpected
+  2   bad usage, refused locally before any request: unknown flag, malformed swarm id, peer id,
+      CID, invite, policy, duration or size
+  3   `dataset health` / `dataset verify`: the dataset is degraded or critical
+  4   `dataset health` / `dataset verify`: the dataset is lost";
 
 #[cfg(test)]
 mod tests {

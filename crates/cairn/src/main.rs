@@ -1,15 +1,20 @@
 //! `cairn`: runs a cairn storage node (`cairn start`) and talks to a running one over its REST API
-//! (`upload`, `download`, `ls`, `rm`, `space`, `info`).
+//! (`upload`, `download`, `ls`, `rm`, `space`, `info`), including the durability layer's `swarm`
+//! and `dataset` commands.
 
 mod client;
 mod commands;
 mod config;
+mod dataset_cmd;
+mod durability_args;
+mod durability_cli;
 mod failure;
 mod logging;
 mod size;
 mod start;
+mod swarm_cmd;
 
-use std::process::ExitCode;
+use std::{ffi::OsString, process::ExitCode};
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
@@ -43,7 +48,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node in the foreground until Ctrl-C or SIGTERM; prints its peer id and REST API URL
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Upload a file; prints its manifest CID
     Upload(UploadArgs),
     /// Download a dataset (fetching it from the network if needed) to a file or stdout
@@ -72,6 +77,18 @@ enum Command {
     /// Erasure-code a dataset stored on the node into K data and M parity rows; prints the
     /// protected manifest CID
     Protect(commands::ProtectArgs),
+    /// Swarms of the durability layer: create, list, show, members, invite, join, revoke, leave
+    /// (exit codes differ: see `cairn swarm --help`)
+    Swarm {
+        #[command(subcommand)]
+        command: swarm_cmd::SwarmCommand,
+    },
+    /// Datasets a swarm keeps durable: add, list, health, verify, repair, retire (exit codes
+    /// differ: see `cairn dataset --help`)
+    Dataset {
+        #[command(subcommand)]
+        command: dataset_cmd::DatasetCommand,
+    },
 }
 
 /// The full command, with the environment variable of every `start` setting in its help.
@@ -83,17 +100,23 @@ fn command() -> clap::Command {
                 .mut_args(config::with_env_note)
                 .after_help(config::start_after_help())
         })
+        .mut_subcommand("swarm", durability_cli::with_exit_codes_help)
+        .mut_subcommand("dataset", durability_cli::with_exit_codes_help)
 }
 
-/// Parses the command line; clap's usage errors exit 64, `--help` and `--version` exit 0.
+/// Parses the command line; clap's usage errors exit 64 (2 for `swarm` and `dataset`, as
+/// durability.md §17 says), `--help` and `--version` exit 0.
 fn parse() -> Result<Cli, ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().collect();
     let parsed = command()
-        .try_get_matches()
+        .try_get_matches_from(&args)
         .and_then(|matches| Cli::from_arg_matches(&matches));
     parsed.map_err(|err| {
         // Printing help or an error to a closed stream is not worth a panic or another error.
         let _ = err.print();
-        if err.use_stderr() {
+        if err.use_stderr() && durability_cli::is_swarm_command_line(&args) {
+            failure::SwarmCode::Usage.exit_code()
+        } else if err.use_stderr() {
             ExitCode::from(failure::Code::Usage as u8)
         } else {
             ExitCode::SUCCESS
@@ -118,6 +141,8 @@ fn run(cli: Cli) -> Outcome {
         Command::Connect { addr } => commands::connect(&client, addr, json),
         Command::Peers => commands::peers(&client, json),
         Command::Protect(args) => commands::protect(&client, args, json),
+        // Run by `main` with their own exit codes.
+        Command::Swarm { .. } | Command::Dataset { .. } => Ok(()),
     }
 }
 
@@ -126,6 +151,19 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    match &cli.command {
+        Command::Swarm { command } => {
+            return durability_cli::run(&cli.api, cli.json, |client, json| {
+                swarm_cmd::run(client, command, json)
+            });
+        }
+        Command::Dataset { command } => {
+            return durability_cli::run(&cli.api, cli.json, |client, json| {
+                dataset_cmd::run(client, command, json)
+            });
+        }
+        _ => {}
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => report(&failure),

@@ -23,10 +23,30 @@ use crate::{
     upload::{UploadError, UploadRequest, store_upload},
 };
 
-/// `POST /data`.
+/// `POST /data`. A refused upload closes the connection: its body may be unread, so the server
+/// will not reuse the connection, and `Connection: close` tells the client not to either (a
+/// pooled connection that the server already closed fails the client's next request).
 pub(crate) async fn upload(
     State(st): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match store_upload_request(st, query, headers, body).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut response = e.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn store_upload_request(
+    st: AppState,
+    query: Option<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -397,6 +417,12 @@ pub(crate) async fn delete(
     let cid = params::parse_cid(&cid)?;
     match cid.codec() {
         Codec::Manifest => {
+            if st.swarms.protects(cid).await {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "The dataset backs a durability slot held for a swarm; release it first",
+                ));
+            }
             st.blocking(move |s| s.delete_dataset(&cid)).await?;
         }
         Codec::Block => {
@@ -555,6 +581,12 @@ pub(crate) async fn set_advertise(
         .get("advertise")
         .and_then(|v| params::parse_bool(v))
         .ok_or_else(|| ApiError::bad_request("Missing or invalid advertise parameter"))?;
+    if !advertise && st.swarms.protects(cid).await {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "The dataset backs a durability slot held for a swarm and must stay advertised",
+        ));
+    }
     let record = st
         .blocking(move |s| s.dataset(&cid))
         .await?
@@ -584,7 +616,9 @@ pub(crate) async fn set_advertise(
 
 /// `GET /space`.
 pub(crate) async fn space(State(st): State<AppState>) -> ApiResult<Json<SpaceDto>> {
-    Ok(Json(st.blocking(|s| s.space()).await?.into()))
+    let mut space = st.blocking(|s| s.space()).await?;
+    space.quota_reserved_bytes = st.swarms.reserved().await;
+    Ok(Json(space.into()))
 }
 
 /// Provides a complete dataset's manifest CID and tree CID on the DHT, in the background.

@@ -8,6 +8,7 @@ mod openapi;
 mod params;
 mod protect;
 pub(crate) mod state;
+mod swarms;
 
 use axum::{
     Router,
@@ -75,7 +76,27 @@ fn api_routes() -> Router<AppState> {
         .route("/debug/info", get(node_info::debug_info))
         .route("/debug/chronicles/loglevel", post(node_info::set_loglevel))
         .route("/debug/peer/{peer}", get(node_info::debug_peer))
-        .route("/openapi.json", get(openapi::document));
+        .route("/openapi.json", get(openapi::document))
+        .route("/swarms", post(swarms::create).get(swarms::list))
+        .route("/swarms/{id}", get(swarms::show))
+        .route("/swarms/{id}/invites", post(swarms::invite))
+        .route("/swarms/{id}/join", post(swarms::join))
+        .route("/swarms/{id}/members", get(swarms::members))
+        .route(
+            "/swarms/{id}/members/{peer}",
+            axum::routing::delete(swarms::revoke),
+        )
+        .route("/swarms/{id}/leave", post(swarms::leave))
+        .route(
+            "/swarms/{id}/datasets",
+            post(swarms::announce).get(swarms::datasets),
+        )
+        .route(
+            "/swarms/{id}/datasets/{cid}",
+            axum::routing::delete(swarms::retire),
+        )
+        .route("/swarms/{id}/datasets/{cid}/health", get(swarms::health))
+        .route("/swarms/{id}/{*rest}", any(swarms::not_routed));
     for path in MARKETPLACE_PATHS {
         router = router.route(path, any(node_info::marketplace));
     }

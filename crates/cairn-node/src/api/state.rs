@@ -22,6 +22,7 @@ pub(crate) struct Inner {
     pub(crate) log_control: Option<Arc<dyn LogControl>>,
     pub(crate) fetcher: crate::fetch::Fetcher,
     pub(crate) protect_jobs: super::protect::ProtectJobs,
+    pub(crate) swarms: crate::swarm::SwarmHandle,
 }
 
 impl std::fmt::Debug for AppState {

@@ -938,19 +938,7 @@ impl State {
             if self.storer {
                 scopes.extend((0..self.view.policy().dataset_shards.max(1)).map(Scope::Shard));
             }
-            for scope in scopes {
-                let swarm = self.swarm_id();
-                let (round, req) = Round::start(swarm, scope, self.facts.scope_mut(scope));
-                let id = self.fresh_id();
-                self.pending.insert(id, Pending::Sync { peer, round });
-                out.push(Output::Send {
-                    peer,
-                    id,
-                    request: pb::Request {
-                        body: Some(request::Body::Sync(req)),
-                    },
-                });
-            }
+            self.start_sync(peer, scopes, out);
         }
         let base = self.params.sync_interval_secs.saturating_mul(1000);
         let next = base - base / 5 + self.rng.below(2 * (base / 5) + 1);
@@ -958,6 +946,39 @@ impl State {
             key: TimerKey::Sync,
             at: now.mono + Duration::from_millis(next),
         });
+    }
+
+    /// Starts one pull round per scope with `peer`.
+    fn start_sync(&mut self, peer: PeerId, scopes: Vec<Scope>, out: &mut Vec<Output>) {
+        for scope in scopes {
+            let swarm = self.swarm_id();
+            let (round, req) = Round::start(swarm, scope, self.facts.scope_mut(scope));
+            let id = self.fresh_id();
+            self.pending.insert(id, Pending::Sync { peer, round });
+            out.push(Output::Send {
+                peer,
+                id,
+                request: pb::Request {
+                    body: Some(request::Body::Sync(req)),
+                },
+            });
+        }
+    }
+
+    /// A peer pulled our `ctl` facts and its root differs from ours: it may hold facts we
+    /// lack, above all its own Join when that gossip was lost (nobody else would pull from a
+    /// node they do not know as a member). Pull back from it once, if no round with it is
+    /// already running. Sync stays pull-only on the wire (§7.3); this only schedules our own
+    /// round early.
+    fn pull_back(&mut self, peer: PeerId, their_root: &[u8], out: &mut Vec<Output>) {
+        let ours = self.facts.scope_mut(Scope::Ctl).root();
+        let busy = self
+            .pending
+            .values()
+            .any(|p| matches!(p, Pending::Sync { peer: q, .. } if *q == peer));
+        if their_root != ours.as_slice() && !busy && peer != self.my_id {
+            self.start_sync(peer, vec![Scope::Ctl], out);
+        }
     }
 
     fn on_response(
@@ -1080,6 +1101,11 @@ impl State {
                 } else if scope != Some(Scope::Ctl) && !member {
                     err(ErrorCode::NotMember, "not a member")
                 } else if let Some(scope) = scope {
+                    if let (Some(p), Scope::Ctl, Some(pb::sync_request::Step::Root(root))) =
+                        (peer, scope, &s.step)
+                    {
+                        self.pull_back(p, root, out);
+                    }
                     match sync::answer(self.facts.scope_mut(scope), &s) {
                         Ok(r) => pb::Response {
                             body: Some(response::Body::Sync(r)),
