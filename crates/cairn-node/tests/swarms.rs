@@ -862,4 +862,11 @@ fn late_joiner_converges_on_the_same_claims_by_anti_entropy() {
             .is_some_and(|m| m.iter().any(|x| x["peerId"] == cp.as_str()))
     });
     assert_eq!(ids(&c), ids(a));
+    // Coordination traffic is counted by category: C learnt everything by sync, A beacons.
+    let traffic = |n: &TestNode| n.get(&format!("{BASE}/swarms/{swarm}")).json()["traffic"].clone();
+    let (tc, ta) = (traffic(&c), traffic(a));
+    assert!(tc["sync"]["in"].as_u64().unwrap() > 0, "{tc}");
+    assert!(tc["sync"]["out"].as_u64().unwrap() > 0, "{tc}");
+    assert!(ta["beacons"]["out"].as_u64().unwrap() > 0, "{ta}");
+    assert!(ta["datasetEvents"]["out"].as_u64().unwrap() > 0, "{ta}");
 }

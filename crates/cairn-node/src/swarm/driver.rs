@@ -6,7 +6,10 @@
 //! messages are handed to the network, §16).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -154,6 +157,8 @@ struct Entry {
     providers: BTreeMap<Cid, ProvidersSeen>,
     /// Gossip verdicts: counts (accept, reject, ignore) and the last messages not accepted.
     verdicts: Verdicts,
+    /// Coordination bytes, for `GET /swarms/{id}` and the traffic benchmark.
+    traffic: Arc<Traffic>,
 }
 
 #[derive(Debug, Default)]
@@ -200,6 +205,110 @@ impl Verdicts {
     }
 }
 
+/// Which [`Traffic`] category an inbound request and its answer count in.
+#[derive(Debug, Clone, Copy)]
+enum RequestFlow {
+    Sync,
+    Other,
+}
+
+impl RequestFlow {
+    fn of(req: &pb::Request) -> RequestFlow {
+        match req.body {
+            Some(request::Body::Sync(_)) => RequestFlow::Sync,
+            _ => RequestFlow::Other,
+        }
+    }
+
+    fn pick(self, t: &Traffic) -> &Flow {
+        match self {
+            RequestFlow::Sync => &t.sync,
+            RequestFlow::Other => &t.requests,
+        }
+    }
+}
+
+/// Bytes in and out of one category.
+#[derive(Debug, Default)]
+struct Flow {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Flow {
+    fn add_in(&self, n: usize) {
+        self.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn add_out(&self, n: usize) {
+        self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "in": self.bytes_in.load(Ordering::Relaxed),
+            "out": self.bytes_out.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Coordination bytes of one swarm since the node started, split as `durability.md` §15.1:
+/// payloads of the gossip messages this node published or was delivered (each once, as the
+/// application sees them; gossipsub's forwarded copies and control traffic are not counted
+/// here) and of swarm requests and responses, both ways.
+#[derive(Debug)]
+struct Traffic {
+    since: std::time::Instant,
+    beacons: Flow,
+    membership: Flow,
+    dataset_events: Flow,
+    sync: Flow,
+    requests: Flow,
+}
+
+impl Traffic {
+    fn new() -> Traffic {
+        Traffic {
+            since: std::time::Instant::now(),
+            beacons: Flow::default(),
+            membership: Flow::default(),
+            dataset_events: Flow::default(),
+            sync: Flow::default(),
+            requests: Flow::default(),
+        }
+    }
+
+    /// The category of a gossip message.
+    fn gossip(&self, topic: Topic, data: &[u8]) -> &Flow {
+        match topic {
+            Topic::Shard(_) => &self.dataset_events,
+            Topic::Ctl => match cairn_core::durability::Envelope::decode(data) {
+                Ok(env) if env.kind() == cairn_core::durability::Kind::Beacon => &self.beacons,
+                _ => &self.membership,
+            },
+        }
+    }
+
+    /// The category of a request.
+    fn request(&self, req: &pb::Request) -> &Flow {
+        match req.body {
+            Some(request::Body::Sync(_)) => &self.sync,
+            _ => &self.requests,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "sinceSecs": self.since.elapsed().as_secs(),
+            "beacons": self.beacons.json(),
+            "membership": self.membership.json(),
+            "datasetEvents": self.dataset_events.json(),
+            "sync": self.sync.json(),
+            "requests": self.requests.json(),
+        })
+    }
+}
+
 impl Entry {
     fn new(state: State, record: SwarmRecord) -> Entry {
         Entry {
@@ -212,6 +321,7 @@ impl Entry {
             cache_wait: BTreeMap::new(),
             providers: BTreeMap::new(),
             verdicts: Verdicts::default(),
+            traffic: Arc::new(Traffic::new()),
         }
     }
     /// Bytes of held and pending slots.
@@ -256,6 +366,8 @@ pub(crate) struct Driver {
     me: CPeer,
     swarms: BTreeMap<SwarmId, Entry>,
     responders: HashMap<u64, cairn_net::SwarmResponder>,
+    /// The traffic category of each open inbound request.
+    responders_flow: HashMap<u64, RequestFlow>,
     gossip_sources: HashMap<Vec<u8>, NetPeer>,
     next_request: u64,
     tx: mpsc::Sender<Msg>,
@@ -336,6 +448,7 @@ impl Driver {
             me,
             swarms: BTreeMap::new(),
             responders: HashMap::new(),
+            responders_flow: HashMap::new(),
             gossip_sources: HashMap::new(),
             next_request: 1,
             tx,
@@ -565,12 +678,21 @@ impl Driver {
                     }
                 }
                 Output::Publish { topic, data } => {
+                    if let Some(e) = self.swarms.get(&swarm) {
+                        e.traffic.gossip(topic, &data).add_out(data.len());
+                    }
                     ops.push(NetOp::Publish(topic_name(&swarm, topic), Bytes::from(data)));
                 }
                 Output::Send { peer, id, request } => self.spawn_request(swarm, peer, id, request),
                 Output::Respond { id, response } => {
+                    let bytes = Bytes::from(response.encode_to_vec());
+                    if let Some(flow) = self.responders_flow.remove(&id)
+                        && let Some(e) = self.swarms.get(&swarm)
+                    {
+                        flow.pick(&e.traffic).add_out(bytes.len());
+                    }
                     if let Some(r) = self.responders.remove(&id)
-                        && let Err(e) = r.respond(Bytes::from(response.encode_to_vec()))
+                        && let Err(e) = r.respond(bytes)
                     {
                         tracing::debug!(error = %e, "answering a swarm request failed");
                     }
@@ -611,11 +733,20 @@ impl Driver {
     fn spawn_request(&mut self, swarm: SwarmId, peer: CPeer, id: u64, req: pb::Request) {
         let net = self.net.clone();
         let tx = self.tx.clone();
+        let traffic = self.swarms.get(&swarm).map(|e| e.traffic.clone());
         tokio::spawn(async move {
+            let encoded = Bytes::from(req.encode_to_vec());
+            let flow = traffic.as_ref().map(|t| t.request(&req));
+            if let Some(flow) = flow {
+                flow.add_out(encoded.len());
+            }
             let result = match to_net(&peer) {
                 None => Err(RequestFailure::Io),
-                Some(p) => match net.swarm_request(p, Bytes::from(req.encode_to_vec())).await {
+                Some(p) => match net.swarm_request(p, encoded).await {
                     Ok(bytes) => {
+                        if let Some(flow) = flow {
+                            flow.add_in(bytes.len());
+                        }
                         pb::Response::decode(bytes.as_ref()).map_err(|_| RequestFailure::Io)
                     }
                     Err(cairn_net::NetError::Request { reason, .. })
@@ -743,6 +874,9 @@ impl Driver {
             });
             return;
         };
+        if let Some(e) = self.swarms.get(&swarm) {
+            e.traffic.gossip(t, &data).add_in(data.len());
+        }
         let msg_id = id.as_bytes().to_vec();
         self.gossip_sources.insert(msg_id.clone(), source);
         self.feed(
@@ -789,6 +923,11 @@ impl Driver {
         };
         let id = self.next_request;
         self.next_request += 1;
+        let flow = RequestFlow::of(&req);
+        if let Some(e) = self.swarms.get(&swarm) {
+            flow.pick(&e.traffic).add_in(bytes.len());
+        }
+        self.responders_flow.insert(id, flow);
         self.responders.insert(id, responder);
         self.feed(
             swarm,
@@ -802,6 +941,8 @@ impl Driver {
         // A request the state machine did not answer now is answered later (an offer) or
         // expires; drop closed responders.
         self.responders.retain(|_, r| r.is_open());
+        let open = &self.responders;
+        self.responders_flow.retain(|id, _| open.contains_key(id));
     }
 
     async fn on_internal(&mut self, i: Internal) {
@@ -1657,6 +1798,7 @@ impl Driver {
                     v["owner"] = e.state.view().owner().to_base58().into();
                     v["exit"] = serde_json::Value::Null;
                     v["gossip"] = e.verdicts.json();
+                    v["traffic"] = e.traffic.json();
                     Ok(v)
                 });
                 let _ = reply.send(r);
