@@ -562,6 +562,53 @@ fn sync_pull(a: &mut State, b: &mut State, at: u64) {
 }
 
 #[test]
+fn two_partial_views_converge_on_the_same_claims() {
+    // a and b know the same members but each saw only half of the dataset facts (a network
+    // split); a pull each way gives both every announce and claim, and the same winners.
+    let g = genesis();
+    let mut a = node_with_members(&g, 2, &[2, 3, 4, 5]);
+    let mut b = node_with_members(&g, 3, &[2, 3, 4, 5]);
+    for i in 0..20u8 {
+        let (d, at) = (cid(i), T0 + u64::from(i) * 200);
+        let side = if i % 2 == 0 { &mut a } else { &mut b };
+        gossip(side, at, &announce(&g, 4, d, 2, at));
+        gossip(side, at, &placement_claim(&g, 4, 5, d, 0, at));
+    }
+    // A claim for the same slot by another holder, seen by b only: the winner rule decides.
+    gossip(&mut b, T0, &placement_claim(&g, 4, 2, cid(0), 0, T0));
+    assert_ne!(
+        a.facts()
+            .scope(cairn_proto::durability::sync::Scope::Shard(0))
+            .unwrap()
+            .root(),
+        b.facts()
+            .scope(cairn_proto::durability::sync::Scope::Shard(0))
+            .unwrap()
+            .root()
+    );
+    sync_pull(&mut a, &mut b, T0 + 100_000);
+    sync_pull(&mut b, &mut a, T0 + 100_000);
+    for scope in [
+        cairn_proto::durability::sync::Scope::Ctl,
+        cairn_proto::durability::sync::Scope::Shard(0),
+    ] {
+        assert_eq!(
+            a.facts().scope(scope).unwrap().root(),
+            b.facts().scope(scope).unwrap().root(),
+            "{scope:?}"
+        );
+    }
+    for i in 0..20u8 {
+        assert!(a.datasets().holder(&cid(i), 0).is_some(), "dataset {i}");
+        assert_eq!(
+            a.datasets().holder(&cid(i), 0),
+            b.datasets().holder(&cid(i), 0),
+            "dataset {i}"
+        );
+    }
+}
+
+#[test]
 fn a_pull_with_another_ctl_root_is_pulled_back_once() {
     // b does not know the requester as a member (its Join gossip was lost): answering a ctl
     // pull whose root differs from its own, b starts its own round towards the requester.
