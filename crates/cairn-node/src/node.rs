@@ -187,6 +187,7 @@ impl Node {
                 durability: config.durability.clone(),
                 default_quota: config.storage_quota,
                 seed: random_seed(),
+                reprovide: Duration::from_secs(config.reprovide_interval),
             },
             swarms.sender(),
         )

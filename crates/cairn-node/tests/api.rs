@@ -546,6 +546,36 @@ fn node_and_debug_endpoints() {
         let doc = n.get(&format!("{base}/openapi.json")).json();
         assert_eq!(doc["servers"][0]["url"], base);
         assert!(doc["paths"]["/data/{cid}"]["get"].is_object());
+        // The durability API (durability.md §17), with generic JSON bodies.
+        for (path, methods) in [
+            ("/swarms", &["get", "post"][..]),
+            ("/swarms/{id}", &["get"]),
+            ("/swarms/{id}/invites", &["post"]),
+            ("/swarms/{id}/join", &["post"]),
+            ("/swarms/{id}/members", &["get"]),
+            ("/swarms/{id}/members/{peerId}", &["delete"]),
+            ("/swarms/{id}/leave", &["post"]),
+            ("/swarms/{id}/datasets", &["get", "post"]),
+            ("/swarms/{id}/datasets/{cid}", &["delete"]),
+            ("/swarms/{id}/datasets/{cid}/health", &["get"]),
+        ] {
+            for m in methods {
+                let op = &doc["paths"][path][m];
+                assert!(op.is_object(), "{m} {path} in {base}");
+                assert!(!op["responses"].as_object().unwrap().is_empty());
+            }
+        }
+        let create = &doc["paths"]["/swarms"]["post"];
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["type"],
+            "object"
+        );
+        assert_eq!(
+            create["responses"]["201"]["content"]["application/json"]["schema"]["type"],
+            "object"
+        );
+        let health = &doc["paths"]["/swarms/{id}/datasets/{cid}/health"]["get"];
+        assert_eq!(health["parameters"].as_array().unwrap().len(), 2);
         assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     }
 }

@@ -18,6 +18,7 @@ fn fast(c: &mut NodeConfig) {
         sync_interval: d("2s"),
         min_member_age: d("0s"),
         offer_timeout: d("20s"),
+        spare_ttl: d("10s"),
         ..DurabilityConfig::default()
     };
 }
@@ -309,6 +310,9 @@ fn replicated_dataset_is_placed_on_three_holders() {
         );
         assert_eq!(r.status, 409);
         assert_eq!(n.space()["quotaReservedBytes"], 0);
+        // A slot counts what the store uses: blocksCount × blockSize (5 × 64 KiB).
+        let shown = n.get(&format!("{BASE}/swarms/{swarm}")).json();
+        assert_eq!(shown["usedBytes"], 5 * 65_536, "{shown}");
     }
     // Every member sees the dataset and the claims.
     for n in &others {
@@ -434,7 +438,8 @@ fn none_datasets_are_kept_by_every_storer_oldest_evicted_first() {
     }
     let shown = d.get(&format!("{BASE}/swarms/{swarm}")).json();
     assert_eq!(shown["cachedDatasets"], 2);
-    assert_eq!(shown["usedBytes"], 600_000);
+    // The quota counts what the store uses: 5 blocks of 64 KiB per 300 kB dataset.
+    assert_eq!(shown["usedBytes"], 2 * 5 * 65_536);
     // The announcer keeps its uploads.
     for (cid, data) in cids.iter().zip(&datas) {
         wait_holds(a, cid, data, WAIT);
@@ -479,7 +484,7 @@ fn none_datasets_are_kept_by_every_storer_oldest_evicted_first() {
     assert!(!holds_locally(&d, &cids[0]));
     assert_eq!(
         d.get(&format!("{BASE}/swarms/{swarm}")).json()["usedBytes"],
-        600_000
+        2 * 5 * 65_536
     );
 }
 
@@ -869,4 +874,225 @@ fn late_joiner_converges_on_the_same_claims_by_anti_entropy() {
     assert!(tc["sync"]["out"].as_u64().unwrap() > 0, "{tc}");
     assert!(ta["beacons"]["out"].as_u64().unwrap() > 0, "{ta}");
     assert!(ta["datasetEvents"]["out"].as_u64().unwrap() > 0, "{ta}");
+}
+
+/// Replaces an invite's bootstrap addresses.
+fn with_bootstrap(invite: &str, bootstrap: Vec<String>) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let body = invite.strip_prefix("cairn-invite:").unwrap();
+    let mut inv = cairn_core::durability::messages::Invite::decode(
+        b64.decode(body.trim_end_matches('=')).unwrap().as_slice(),
+    )
+    .unwrap();
+    assert!(!inv.bootstrap.is_empty(), "the issuer put its addresses in");
+    inv.bootstrap = bootstrap;
+    format!("cairn-invite:{}", b64.encode(inv.encode_to_vec()))
+}
+
+#[test]
+fn a_joiner_with_dead_bootstrap_addresses_finds_the_swarm_by_its_rendezvous_key() {
+    // X is a plain node (no swarm): the only DHT contact of everyone.
+    let x = TestNode::start_with(fast);
+    let a = TestNode::start_joined(&[&x], fast);
+    let b = TestNode::start_joined(&[&x], fast);
+    let swarm = create_swarm(&a);
+    join(&b, &swarm, &invite(&a, &swarm, &b.peer_id()));
+    let (pa, pb) = (a.peer_id(), b.peer_id());
+    wait_members(
+        &a,
+        &swarm,
+        &[(pa.as_str(), "present"), (pb.as_str(), "present")],
+    );
+
+    // C knows only X, and its invite's bootstrap addresses are dead (and then none at all).
+    // (C's own Kad bootstrap through X may also connect it to A and B, so the joins alone do
+    // not prove the lookup; the outsider below checks the advertisement and the lookup.)
+    let c = TestNode::start_joined(&[&x], fast);
+    let pc = c.peer_id();
+    let dead = format!("/ip4/127.0.0.1/tcp/1/p2p/{pa}");
+    let inv = with_bootstrap(&invite(&a, &swarm, &pc), vec![dead]);
+    join(&c, &swarm, &inv);
+    let all = [
+        (pa.as_str(), "present"),
+        (pb.as_str(), "present"),
+        (pc.as_str(), "present"),
+    ];
+    wait_members(&c, &swarm, &all);
+    wait_members(&a, &swarm, &all);
+
+    let d = TestNode::start_joined(&[&x], fast);
+    let pd = d.peer_id();
+    let inv = with_bootstrap(&invite(&a, &swarm, &pd), Vec::new());
+    join(&d, &swarm, &inv);
+    wait_members(
+        &d,
+        &swarm,
+        &[(pa.as_str(), "present"), (pd.as_str(), "present")],
+    );
+    wait_members(&b, &swarm, &[(pd.as_str(), "present")]);
+
+    // Every storer of this small swarm advertises the key (min(1, 20/S) = 1) ...
+    for n in [&a, &b, &c, &d] {
+        let v = n.get(&format!("{BASE}/swarms/{swarm}")).json();
+        assert_eq!(v["rendezvous"]["advertised"], true, "{v}");
+    }
+    // ... and an outsider that knows only X finds them all as providers of it, connected.
+    let key = cairn_net::rendezvous_key(
+        cairn_core::durability::SwarmId::from_text(&swarm)
+            .unwrap()
+            .as_bytes(),
+    );
+    let x_addr: cairn_net::Multiaddr = x.p2p_addr().parse().unwrap();
+    let x_peer: cairn_net::PeerId = x.peer_id().parse().unwrap();
+    let want: std::collections::BTreeSet<String> =
+        [&pa, &pb, &pc, &pd].iter().map(|p| p.to_string()).collect();
+    x.rt.block_on(async {
+        let config = cairn_net::NetConfig {
+            listen_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            listen_port: 0,
+            ..cairn_net::NetConfig::default()
+        };
+        let identity = cairn_net::Identity::generate();
+        let (net, mut events) =
+            cairn_net::Network::start(&identity, config, std::sync::Arc::new(Nothing))
+                .await
+                .unwrap();
+        tokio::spawn(async move { while events.recv().await.is_some() {} });
+        net.connect(x_peer, vec![x_addr]).await.unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let found: std::collections::BTreeSet<String> = net
+                .find_providers_of_key(&key, 20)
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|p| p.to_string())
+                .collect();
+            if found == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "providers {found:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let status = net.status().await.unwrap();
+        for p in &want {
+            assert!(
+                status.connected.iter().any(|c| c.peer_id.to_string() == *p),
+                "the lookup connected to {p}"
+            );
+        }
+        net.shutdown().await;
+    });
+}
+
+#[test]
+fn a_superseded_holder_keeps_a_spare_then_drops_it_after_spare_ttl() {
+    use cairn_core::durability::messages as pb;
+    use cairn_core::durability::{Envelope, Kind, SwarmId};
+
+    let (nodes, swarm) = build_swarm(3, |_| None);
+    let a = &nodes[0];
+    let data = pattern(200_000, 21);
+    let (cid, _) = announce(a, &swarm, "replicate:2", &data);
+    let path = format!("{BASE}/swarms/{swarm}/datasets/{cid}/health");
+    let full = a.wait_json(&path, WAIT, |h| h["state"] == "healthy");
+    // H: the holder that fetched its copy; T: the member without a slot.
+    let claims = claims_of(&full);
+    let (slot, holder) = claims
+        .iter()
+        .enumerate()
+        .find(|(_, (p, _))| *p != a.peer_id())
+        .map(|(i, (p, _))| (i as u32, p.clone()))
+        .unwrap();
+    let h = nodes.iter().find(|n| n.peer_id() == holder).unwrap();
+    let t = nodes
+        .iter()
+        .find(|n| !claims.iter().any(|(p, _)| *p == n.peer_id()))
+        .unwrap();
+    wait_holds(h, &cid, &data, WAIT);
+    for n in &nodes {
+        n.wait_json(&path, WAIT, |v| claims_of(v) == claims);
+    }
+    assert_eq!(full["counts"]["spares"], 0);
+
+    // H hands its slot off to T (a valid HANDOFF at generation 1): H's claim is superseded.
+    let sid = SwarmId::from_text(&swarm).unwrap();
+    let d: cairn_core::Cid = cid.parse().unwrap();
+    let now = unix_now();
+    let (hk, tk) = (node_keypair(h), node_keypair(t));
+    let offer = pb::SlotOffer {
+        dataset_cid: d.to_bytes().to_vec(),
+        slot,
+        generation: 1,
+        assignee: tk.peer_id().as_bytes().to_vec(),
+        reason: pb::OfferReason::Handoff as i32,
+        round_ref: Vec::new(),
+        sources: vec![hk.peer_id().as_bytes().to_vec()],
+        expires_at: now + 3600,
+    };
+    let offer = Envelope::sign_message(&hk, sid, Kind::SlotOffer, &offer);
+    let claim = pb::SlotClaim {
+        entries: vec![pb::ClaimEntry {
+            dataset_cid: d.to_bytes().to_vec(),
+            slot,
+            generation: 1,
+            authorization: Some(offer.to_proto()),
+        }],
+        incarnation: 1,
+        issued_at: now,
+    };
+    let claim = Envelope::sign_message(&tk, sid, Kind::SlotClaim, &claim);
+    let shard = cairn_net::shard_topic(sid.as_bytes(), 0);
+    let superseded = |v: &serde_json::Value| {
+        v["slots"][slot as usize]["holder"] == t.peer_id().as_str()
+            && v["slots"][slot as usize]["generation"] == 1
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        publish_raw(h, &shard, claim.as_bytes().to_vec());
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < until && !superseded(&h.get(&path).json()) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if superseded(&h.get(&path).json()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handoff claim never arrived"
+        );
+    }
+    // Everyone counts H's copy as a spare; H keeps it (SPARE_TTL is 10 s here).
+    for n in &nodes {
+        let v = n.wait_json(&path, WAIT, |v| superseded(v) && v["counts"]["spares"] == 1);
+        assert_eq!(v["state"], "healthy", "{v}");
+    }
+    assert!(holds_locally(h, &cid), "the spare is kept");
+    assert_eq!(
+        h.delete(&format!("{BASE}/data/{cid}")).status,
+        409,
+        "a spare is protected"
+    );
+
+    // After SPARE_TTL, the dataset being healthy, H releases (SPARE_DROPPED) and deletes it.
+    for n in &nodes {
+        n.wait_json(&path, WAIT, |v| superseded(v) && v["counts"]["spares"] == 0);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while holds_locally(h, &cid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spare was never deleted"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let shown = h.get(&format!("{BASE}/swarms/{swarm}")).json();
+    assert_eq!(shown["usedBytes"], 0, "{shown}");
+    // The announcer's copy is untouched.
+    wait_holds(a, &cid, &data, WAIT);
 }

@@ -9,6 +9,7 @@ use utoipa::openapi::{
     content::ContentBuilder,
     path::{OperationBuilder, ParameterBuilder, ParameterIn},
     request_body::RequestBodyBuilder,
+    schema::ObjectBuilder,
 };
 
 use super::{
@@ -189,20 +190,215 @@ const ENDPOINTS: &[Endpoint] = &[
     ),
 ];
 
+/// (method, path, summary, request body content types, responses: (code, description, JSON?))
+type SwarmEndpoint = (
+    HttpMethod,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [(&'static str, &'static str, bool)],
+);
+
+/// The durability API (durability.md §17). Bodies and answers are JSON objects (errors:
+/// `{"error":{"code","message"}}`), described here as generic objects.
+const SWARM_ENDPOINTS: &[SwarmEndpoint] = &[
+    (
+        HttpMethod::Post,
+        "/swarms",
+        "Create a swarm: {name, open?, announcers?, defaultPolicy?, maxDatasetBytes?, lostAfterSecs?, expectedMembers?}",
+        &["application/json"],
+        &[
+            ("201", "{swarmId, genesis, invite}", true),
+            ("400", "Bad request", true),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/swarms",
+        "List joined swarms",
+        &[],
+        &[(
+            "200",
+            "[{swarmId, name, role, members, datasets, state, quotaBytes, usedBytes}]",
+            true,
+        )],
+    ),
+    (
+        HttpMethod::Get,
+        "/swarms/{id}",
+        "A swarm: summary, policy, incarnation, gossip verdicts, traffic",
+        &[],
+        &[
+            ("200", "Swarm", true),
+            ("400", "Not a SwarmId", true),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Post,
+        "/swarms/{id}/invites",
+        "Invite a peer (owner/admin): {peerId, admin?, expiresAt?}",
+        &["application/json"],
+        &[
+            ("201", "{invite}", true),
+            ("400", "Bad request", true),
+            ("403", "Not the owner or an admin", true),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Post,
+        "/swarms/{id}/join",
+        "Join with an invite: {invite, storer?, quotaBytes?}",
+        &["application/json"],
+        &[
+            ("200", "{swarmId, name, role}", true),
+            ("400", "Bad invite or another swarm's", true),
+            ("403", "The invite does not admit this node", true),
+            ("409", "Already a member", true),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/swarms/{id}/members",
+        "Members (?state=present|absent|lost|departed|revoked&cursor=)",
+        &[],
+        &[
+            (
+                "200",
+                "{members:[{peerId, admin, storer, state, incarnation, lastSeenAt, slotsHeld, freeBytesLog2}], next}",
+                true,
+            ),
+            ("400", "Bad parameter", true),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Delete,
+        "/swarms/{id}/members/{peerId}",
+        "Revoke a member (owner/admin)",
+        &[],
+        &[
+            ("204", "Revoked", false),
+            ("403", "Not allowed", true),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Post,
+        "/swarms/{id}/leave",
+        "Leave the swarm (releases every held slot)",
+        &["application/json"],
+        &[
+            ("202", "{slotsToHandOff, state}", true),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Post,
+        "/swarms/{id}/datasets",
+        "Upload and announce raw bytes (?filename=&policy=&retain=), or announce a stored dataset: {cid, policy?, retainUntil?}",
+        &["application/octet-stream", "application/json"],
+        &[
+            ("202", "{datasetCid, contentCid, policy, state}", true),
+            ("400", "Bad request", true),
+            ("403", "Not allowed to announce", true),
+            ("404", "Unknown swarm or dataset", true),
+            ("413", "Over maxDatasetBytes", true),
+            ("422", "Unsatisfiable policy", true),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/swarms/{id}/datasets",
+        "Datasets of the swarm (local view)",
+        &[],
+        &[
+            (
+                "200",
+                "[{datasetCid, contentCid, size, policy, announcer, announcedAt, retainUntil, state}]",
+                true,
+            ),
+            ("404", "Unknown swarm", true),
+        ],
+    ),
+    (
+        HttpMethod::Delete,
+        "/swarms/{id}/datasets/{cid}",
+        "Retire a dataset (announcer/admin)",
+        &[],
+        &[
+            ("202", "Retiring", false),
+            ("403", "Not allowed", true),
+            ("404", "Unknown swarm or dataset", true),
+            ("409", "Already retired", true),
+        ],
+    ),
+    (
+        HttpMethod::Get,
+        "/swarms/{id}/datasets/{cid}/health",
+        "Health report (?fresh=true answers from the local view)",
+        &[],
+        &[
+            (
+                "200",
+                "{swarmId, datasetCid, contentCid, policy, state, available, counts, distinctHolders, repair, slots, view, confidence, providers}",
+                true,
+            ),
+            ("404", "Unknown swarm or dataset", true),
+        ],
+    ),
+];
+
+/// A JSON object of any shape.
+fn json_object() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(ObjectBuilder::new().build()))
+        .build()
+}
+
+fn path_parameters(mut op: OperationBuilder, path: &str) -> OperationBuilder {
+    for segment in path.split('/') {
+        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(utoipa::openapi::Required::True),
+            );
+        }
+    }
+    op
+}
+
 fn build(base: &str) -> OpenApi {
     let mut paths = PathsBuilder::new();
-    for (method, path, summary, responses) in ENDPOINTS {
-        let mut op = OperationBuilder::new().summary(Some(*summary));
-        for segment in path.split('/') {
-            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                op = op.parameter(
-                    ParameterBuilder::new()
-                        .name(name)
-                        .parameter_in(ParameterIn::Path)
-                        .required(utoipa::openapi::Required::True),
-                );
+    for (method, path, summary, bodies, responses) in SWARM_ENDPOINTS {
+        let mut op =
+            path_parameters(OperationBuilder::new().summary(Some(*summary)), path).tag("swarms");
+        if !bodies.is_empty() {
+            let mut body = RequestBodyBuilder::new();
+            for ct in *bodies {
+                let content = if *ct == "application/json" {
+                    json_object()
+                } else {
+                    ContentBuilder::new().build()
+                };
+                body = body.content(*ct, content);
             }
+            op = op.request_body(Some(body.build()));
         }
+        for (code, description, json) in *responses {
+            let mut r = ResponseBuilder::new().description(*description);
+            if *json {
+                r = r.content("application/json", json_object());
+            }
+            op = op.response(*code, r.build());
+        }
+        paths = paths.path(*path, PathItem::new(method.clone(), op.build()));
+    }
+    for (method, path, summary, responses) in ENDPOINTS {
+        let mut op = path_parameters(OperationBuilder::new().summary(Some(*summary)), path);
         if *path == "/data" && *method == HttpMethod::Post {
             op = op.request_body(Some(
                 RequestBodyBuilder::new()

@@ -60,8 +60,27 @@ const CACHE_SCAN_TICKS: u64 = 5;
 const PROVIDERS_REFRESH: Duration = Duration::from_secs(5);
 /// Providers asked of the DHT per lookup.
 const PROVIDERS_LIMIT: usize = 64;
+/// Longest a manifest lookup that sizes an offer or a `none` dataset may take.
+const SIZING_TIMEOUT: Duration = Duration::from_secs(30);
+/// Sources of an offer asked for its manifest, at most.
+const SIZING_SOURCES: usize = 4;
+/// Tries per source of a manifest lookup.
+const SIZING_TRIES: u32 = 3;
+/// Wait before sizing a `none` dataset again after its manifest could not be had.
+const SIZING_RETRY: Duration = Duration::from_secs(5);
 /// Gossip messages not accepted, remembered per swarm for `GET /swarms/{id}` (§18).
 const RECENT_VERDICTS: usize = 32;
+/// About this many storers advertise a swarm's rendezvous key: each with probability
+/// min(1, 20/S) (§5).
+const RENDEZVOUS_PROVIDERS: u64 = 20;
+/// Providers asked of the DHT when a join looks up the rendezvous key.
+const RENDEZVOUS_LOOKUP_LIMIT: usize = 20;
+
+/// Whether a storer advertises the rendezvous key, from a uniform random `r`, among `storers`
+/// Active storers: with probability min(1, 20/S).
+fn rendezvous_draw(r: u64, storers: u64) -> bool {
+    storers <= RENDEZVOUS_PROVIDERS || r % storers < RENDEZVOUS_PROVIDERS
+}
 
 /// Settings of the driver.
 #[derive(Clone)]
@@ -74,6 +93,8 @@ pub(crate) struct DriverConfig {
     pub(crate) default_quota: u64,
     /// Seed of the driver's RNG (nonces, state machine seeds).
     pub(crate) seed: u64,
+    /// The node's reprovide interval: how often the rendezvous advertisement is redrawn.
+    pub(crate) reprovide: Duration,
 }
 
 impl std::fmt::Debug for DriverConfig {
@@ -115,6 +136,23 @@ pub(crate) enum Internal {
         dataset: Cid,
         result: Result<bool, String>,
     },
+    /// A slot offer was sized: `(blocksCount × blockSize, already stored here)`, or `None`
+    /// if no manifest could be had.
+    OfferSized {
+        swarm: SwarmId,
+        id: u64,
+        offer: Box<Envelope>,
+        dataset: Cid,
+        slot: u32,
+        generation: u32,
+        sized: Option<(u64, bool)>,
+    },
+    /// A `none` dataset was sized (blocksCount × blockSize), or not (`None`).
+    CacheSized {
+        swarm: SwarmId,
+        dataset: Cid,
+        size: Option<u64>,
+    },
     /// A DHT provider lookup of a `none` dataset finished.
     Providers {
         swarm: SwarmId,
@@ -155,10 +193,18 @@ struct Entry {
     cache_wait: BTreeMap<Cid, Duration>,
     /// Provider lookups of `none` datasets.
     providers: BTreeMap<Cid, ProvidersSeen>,
+    /// What `none` datasets take in the store (blocksCount × blockSize of the manifest).
+    sizes: BTreeMap<Cid, u64>,
+    /// `none` datasets whose manifest is being looked up.
+    sizing: BTreeSet<Cid>,
     /// Gossip verdicts: counts (accept, reject, ignore) and the last messages not accepted.
     verdicts: Verdicts,
     /// Coordination bytes, for `GET /swarms/{id}` and the traffic benchmark.
     traffic: Arc<Traffic>,
+    /// Whether this node advertises the swarm's rendezvous key in Kad (§5).
+    rendezvous: bool,
+    /// When the advertisement is drawn again (mono).
+    rendezvous_next: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -320,8 +366,12 @@ impl Entry {
             cached: BTreeMap::new(),
             cache_wait: BTreeMap::new(),
             providers: BTreeMap::new(),
+            sizes: BTreeMap::new(),
+            sizing: BTreeSet::new(),
             verdicts: Verdicts::default(),
             traffic: Arc::new(Traffic::new()),
+            rendezvous: false,
+            rendezvous_next: Duration::ZERO,
         }
     }
     /// Bytes of held and pending slots.
@@ -514,6 +564,9 @@ impl Driver {
         tracing::info!(swarm = %swarm.to_text(), incarnation = self.swarms[&swarm].state.incarnation(), "swarm restored");
         self.execute(swarm, outs, &mut Vec::new()).await;
         self.set_free(swarm);
+        self.draw_rendezvous(swarm);
+        // Reach the members again through the rendezvous key (§5).
+        self.spawn_connect(swarm, Vec::new());
         // Resume pending fetches; release live slots whose data is gone (§16).
         let slots: Vec<((Cid, u32), HeldRecord)> = self.swarms[&swarm]
             .held
@@ -537,7 +590,12 @@ impl Driver {
                     .flatten()
                     .is_some_and(|r| r.state == DatasetState::Complete);
                 if !complete {
-                    lost.push((d, slot, h.generation, ReleaseReason::DataLost));
+                    let reason = if h.state == "spare" {
+                        ReleaseReason::SpareDropped
+                    } else {
+                        ReleaseReason::DataLost
+                    };
+                    lost.push((d, slot, h.generation, reason));
                     self.drop_held(swarm, d, slot).await;
                 }
             }
@@ -993,6 +1051,38 @@ impl Driver {
                 dataset,
                 result,
             } => self.on_cached(swarm, dataset, result).await,
+            Internal::OfferSized {
+                swarm,
+                id,
+                offer,
+                dataset,
+                slot,
+                generation,
+                sized,
+            } => {
+                self.finish_offer(swarm, id, *offer, dataset, slot, generation, sized)
+                    .await
+            }
+            Internal::CacheSized {
+                swarm,
+                dataset,
+                size,
+            } => {
+                let now = self.clock.now();
+                let Some(e) = self.swarms.get_mut(&swarm) else {
+                    return;
+                };
+                e.sizing.remove(&dataset);
+                match size {
+                    Some(size) => {
+                        e.sizes.insert(dataset, size);
+                        self.scan_none(swarm).await;
+                    }
+                    None => {
+                        e.cache_wait.insert(dataset, now.mono + SIZING_RETRY);
+                    }
+                }
+            }
             Internal::Providers {
                 swarm,
                 dataset,
@@ -1023,12 +1113,10 @@ impl Driver {
                 dataset,
                 slot,
                 generation,
-            } => {
-                self.on_offer(swarm, id, offer, dataset, slot, generation)
-                    .await
-            }
+            } => self.on_offer(swarm, id, offer, dataset, slot, generation),
             Event::SlotsChanged(d) => {
                 self.drive_job(swarm, d).await;
+                self.review_held(swarm).await;
                 Vec::new()
             }
             Event::DatasetAnnounced(_) => {
@@ -1051,7 +1139,10 @@ impl Driver {
         }
     }
 
-    async fn on_offer(
+    /// First half of an offer (§8): the cheap checks, then the manifest is looked up (locally,
+    /// else from the offer's sources) in a spawned task, to size the slot as the store will
+    /// really use it; [`Internal::OfferSized`] brings it back to [`Driver::finish_offer`].
+    fn on_offer(
         &mut self,
         swarm: SwarmId,
         id: u64,
@@ -1060,38 +1151,107 @@ impl Driver {
         slot: u32,
         generation: u32,
     ) -> Vec<Input> {
-        let decline = |reason| {
-            vec![Input::Command(Command::AnswerOffer {
+        if let Some(reason) = self.offer_refusal(swarm, &dataset) {
+            return vec![Input::Command(Command::AnswerOffer {
                 id,
                 accept: false,
                 reason,
-            })]
-        };
-        let Some(e) = self.swarms.get(&swarm) else {
-            return Vec::new();
-        };
-        let Some(a) = e.state.datasets().announce(&dataset) else {
-            return decline(DeclineReason::NotInterested);
-        };
-        if !e.record.storer {
-            return decline(DeclineReason::NotInterested);
+            })];
         }
-        if e.held.keys().any(|(d, _)| *d == dataset) {
+        let sources = offer_sources(&offer);
+        let net = self.net.clone();
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let sized =
+                tokio::time::timeout(SIZING_TIMEOUT, stored_size(&net, &store, dataset, &sources))
+                    .await
+                    .ok()
+                    .flatten();
+            let _ = tx
+                .send(Msg::Internal(Internal::OfferSized {
+                    swarm,
+                    id,
+                    offer: Box::new(offer),
+                    dataset,
+                    slot,
+                    generation,
+                    sized,
+                }))
+                .await;
+        });
+        Vec::new()
+    }
+
+    /// Why an offer of `d` is declined before sizing, if it is.
+    fn offer_refusal(&self, swarm: SwarmId, d: &Cid) -> Option<DeclineReason> {
+        let e = self.swarms.get(&swarm)?;
+        if e.state.datasets().announce(d).is_none() || !e.record.storer {
+            return Some(DeclineReason::NotInterested);
+        }
+        if e.held.keys().any(|(x, _)| x == d) {
             // Never two replicas of one dataset (§8).
-            return decline(DeclineReason::Invalid);
+            return Some(DeclineReason::Invalid);
         }
-        let size = a.size;
+        None
+    }
+
+    /// Second half of an offer: the quota check with the real size, the reservation, the fetch
+    /// and the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_offer(
+        &mut self,
+        swarm: SwarmId,
+        id: u64,
+        offer: Envelope,
+        dataset: Cid,
+        slot: u32,
+        generation: u32,
+        sized: Option<(u64, bool)>,
+    ) {
+        let answer = self
+            .accept_offer(swarm, offer, dataset, slot, generation, sized)
+            .await;
+        let (accept, reason) = match answer {
+            Ok(()) => (true, DeclineReason::None),
+            Err(r) => (false, r),
+        };
+        self.feed(
+            swarm,
+            Input::Command(Command::AnswerOffer { id, accept, reason }),
+        )
+        .await;
+    }
+
+    async fn accept_offer(
+        &mut self,
+        swarm: SwarmId,
+        offer: Envelope,
+        dataset: Cid,
+        slot: u32,
+        generation: u32,
+        sized: Option<(u64, bool)>,
+    ) -> Result<(), DeclineReason> {
+        if let Some(reason) = self.offer_refusal(swarm, &dataset) {
+            return Err(reason);
+        }
+        // No manifest, no way to know what the slot takes.
+        let (size, stored) = sized.ok_or(DeclineReason::Busy)?;
+        let e = self
+            .swarms
+            .get(&swarm)
+            .ok_or(DeclineReason::NotInterested)?;
         if size > e.record.quota.saturating_sub(e.slots_used()) {
-            return decline(DeclineReason::NoSpace);
+            return Err(DeclineReason::NoSpace);
         }
         // A slot outranks kept `none` data: evict the oldest until the slot fits.
         let need = (e.used() + size).saturating_sub(e.record.quota);
         if need > 0 && !self.make_room(swarm, need, None).await {
-            return decline(DeclineReason::NoSpace);
+            return Err(DeclineReason::NoSpace);
         }
         let expires_at = match offer.body() {
             Ok(Body::SlotOffer(o)) => o.expires_at,
-            _ => return decline(DeclineReason::Invalid),
+            _ => return Err(DeclineReason::Invalid),
         };
         let h = HeldRecord {
             version: persist::RECORD_VERSION,
@@ -1100,30 +1260,22 @@ impl Driver {
             size,
             offer: offer.as_bytes().to_vec(),
             expires_at,
+            spare_until: 0,
+            // Data already stored here (user data) is never deleted with a dropped spare.
+            fetched: !stored,
         };
         if let Err(err) = self.put_held(swarm, dataset, slot, h.clone()).await {
             tracing::error!(error = %err, "persisting an accepted offer failed");
-            return decline(DeclineReason::Busy);
+            return Err(DeclineReason::Busy);
         }
         self.spawn_fetch(swarm, dataset, slot, &h);
-        vec![Input::Command(Command::AnswerOffer {
-            id,
-            accept: true,
-            reason: DeclineReason::None,
-        })]
+        Ok(())
     }
 
     fn spawn_fetch(&self, swarm: SwarmId, dataset: Cid, slot: u32, h: &HeldRecord) {
-        let sources: Vec<NetPeer> = Envelope::decode(&h.offer)
-            .ok()
-            .and_then(|e| match e.body() {
-                Ok(Body::SlotOffer(o)) => Some(o.sources),
-                _ => None,
-            })
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|b| NetPeer::from_bytes(b).ok())
-            .collect();
+        let sources = Envelope::decode(&h.offer)
+            .map(|o| offer_sources(&o))
+            .unwrap_or_default();
         let fetcher = self.fetcher.clone();
         let net = self.net.clone();
         let store = self.store.clone();
@@ -1220,7 +1372,7 @@ impl Driver {
         if !e.record.storer || !e.state.view().policy().auto_fetch_none {
             return;
         }
-        let mut wanted: Vec<(u64, Cid, u64, u64, CPeer)> = e
+        let mut wanted: Vec<(u64, Cid, u64, CPeer)> = e
             .state
             .datasets()
             .datasets()
@@ -1232,21 +1384,55 @@ impl Driver {
                     && !e.cached.contains_key(&a.dataset)
                     && e.cache_wait.get(&a.dataset).is_none_or(|t| *t <= now.mono)
             })
-            .map(|a| {
-                (
-                    a.announced_at,
-                    a.dataset,
-                    a.size,
-                    a.retain_until,
-                    a.announcer,
-                )
-            })
+            .map(|a| (a.announced_at, a.dataset, a.retain_until, a.announcer))
             .collect();
         wanted.sort_by_key(|w| std::cmp::Reverse((w.0, w.1)));
-        for (announced_at, d, size, retain_until, _) in wanted {
-            self.start_cache(swarm, d, size, announced_at, retain_until)
-                .await;
+        for (announced_at, d, retain_until, announcer) in wanted {
+            // The quota counts what the store really uses: blocksCount × blockSize.
+            let Some(e) = self.swarms.get_mut(&swarm) else {
+                return;
+            };
+            match e.sizes.get(&d) {
+                Some(size) => {
+                    let size = *size;
+                    self.start_cache(swarm, d, size, announced_at, retain_until)
+                        .await;
+                }
+                None => {
+                    if e.sizing.insert(d) {
+                        self.spawn_sizing(swarm, d, announcer);
+                    }
+                }
+            }
         }
+        // Forget the sizes of datasets no longer announced.
+        if let Some(e) = self.swarms.get_mut(&swarm) {
+            let ds = e.state.datasets();
+            e.sizes
+                .retain(|d, _| ds.announce(d).is_some() && !ds.is_retired(d));
+        }
+    }
+
+    /// Looks up a `none` dataset's manifest (locally, else from its announcer) to size it.
+    fn spawn_sizing(&self, swarm: SwarmId, d: Cid, announcer: CPeer) {
+        let sources: Vec<NetPeer> = to_net(&announcer).into_iter().collect();
+        let net = self.net.clone();
+        let store = self.store.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let size = tokio::time::timeout(SIZING_TIMEOUT, stored_size(&net, &store, d, &sources))
+                .await
+                .ok()
+                .flatten()
+                .map(|(size, _)| size);
+            let _ = tx
+                .send(Msg::Internal(Internal::CacheSized {
+                    swarm,
+                    dataset: d,
+                    size,
+                }))
+                .await;
+        });
     }
 
     /// Makes room (evicting older kept data) and starts one `none` fetch.
@@ -1621,11 +1807,20 @@ impl Driver {
             self.spawn_offer(swarm, d, slot, p, offer, offer_timeout);
         }
         if let Some((slot, offer)) = self_claim {
-            let size = self
+            let announced = self
                 .swarms
                 .get(&swarm)
                 .and_then(|e| e.state.datasets().announce(&d))
                 .map_or(0, |a| a.size);
+            // Our own upload: its stored manifest gives what it takes (blocksCount × blockSize).
+            let store = self.store.clone();
+            let size = tokio::task::spawn_blocking(move || store.dataset(&d))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .and_then(|r| manifest_store_size(&r.manifest_bytes, &d))
+                .unwrap_or(announced);
             let h = HeldRecord {
                 version: persist::RECORD_VERSION,
                 generation: 0,
@@ -1633,6 +1828,8 @@ impl Driver {
                 size,
                 offer: offer.as_bytes().to_vec(),
                 expires_at: now.unix + claim_timeout,
+                spare_until: 0,
+                fetched: false,
             };
             if self.put_held(swarm, d, slot, h).await.is_ok() {
                 Box::pin(self.feed(
@@ -1708,35 +1905,130 @@ impl Driver {
             if !self.swarms.contains_key(&swarm) {
                 continue;
             }
+            if self.swarms[&swarm].rendezvous_next <= now.mono {
+                self.draw_rendezvous(swarm);
+            }
             let jobs: Vec<Cid> = self.swarms[&swarm].jobs.keys().copied().collect();
             for d in jobs {
                 self.drive_job(swarm, d).await;
             }
+            self.review_held(swarm).await;
+            if !self.swarms.contains_key(&swarm) {
+                continue;
+            }
             // RETIRE_GRACE after a retirement, holders release and drop (§13).
             let e = &self.swarms[&swarm];
-            let retired: Vec<(Cid, u32, u32)> = e
+            let retired: Vec<(Cid, u32, u32, ReleaseReason)> = e
                 .held
                 .iter()
-                .filter(|(_, h)| h.state == "live")
+                .filter(|(_, h)| h.state == "live" || h.state == "spare")
                 .filter(|((d, _), _)| {
                     e.state
                         .datasets()
                         .retire(d)
                         .is_some_and(|r| r.issued_at.saturating_add(grace) <= now.unix)
                 })
-                .map(|((d, s), h)| (*d, *s, h.generation))
+                .map(|((d, s), h)| {
+                    let reason = if h.state == "spare" {
+                        ReleaseReason::SpareDropped
+                    } else {
+                        ReleaseReason::Retired
+                    };
+                    (*d, *s, h.generation, reason)
+                })
                 .collect();
             if !retired.is_empty() {
-                let entries = retired
-                    .iter()
-                    .map(|(d, s, g)| (*d, *s, *g, ReleaseReason::Retired))
-                    .collect();
+                let entries = retired.clone();
                 self.feed(swarm, Input::Command(Command::Release { entries }))
                     .await;
-                for (d, s, _) in retired {
+                for (d, s, _, _) in retired {
                     self.drop_held(swarm, d, s).await;
                     self.unpin(d).await;
                 }
+            }
+        }
+    }
+
+    /// Spares (§8): a live slot whose claim is no longer the current one (superseded, or lost
+    /// the tie-break) is kept as a spare for SPARE_TTL; a spare whose claim is current again is
+    /// live; a spare past SPARE_TTL of a dataset that is healthy in our view is released
+    /// (SPARE_DROPPED), then unpinned and, if we fetched it for the slot, deleted.
+    async fn review_held(&mut self, swarm: SwarmId) {
+        let now = self.clock.now();
+        let ttl = self.cfg.durability.params().spare_ttl_secs;
+        let me = self.me;
+        let Some(e) = self.swarms.get(&swarm) else {
+            return;
+        };
+        let ds = e.state.datasets();
+        let mut changed = Vec::new();
+        let mut dropped = Vec::new();
+        for ((d, slot), h) in &e.held {
+            if ds.is_retired(d) || ds.released(d, *slot, &me, h.generation) {
+                continue;
+            }
+            let current = ds.holder(d, *slot);
+            let mine = current.is_some_and(|w| w.holder == me && w.generation == h.generation);
+            let claimed = ds
+                .valid_claims(d, *slot)
+                .any(|c| c.holder == me && c.generation == h.generation);
+            match h.state.as_str() {
+                "live" if claimed && current.is_some() && !mine => {
+                    tracing::info!(swarm = %swarm.to_text(), dataset = %d, slot, "our claim was superseded; keeping a spare");
+                    changed.push((
+                        *d,
+                        *slot,
+                        HeldRecord {
+                            state: "spare".into(),
+                            spare_until: now.unix.saturating_add(ttl),
+                            ..h.clone()
+                        },
+                    ));
+                }
+                "spare" if mine => {
+                    tracing::info!(swarm = %swarm.to_text(), dataset = %d, slot, "our spare is the current holder again");
+                    changed.push((
+                        *d,
+                        *slot,
+                        HeldRecord {
+                            state: "live".into(),
+                            spare_until: 0,
+                            ..h.clone()
+                        },
+                    ));
+                }
+                "spare"
+                    if h.spare_until <= now.unix
+                        && e.state.health(now, d).is_some_and(|x| {
+                            x.state == cairn_proto::durability::health::State::Healthy
+                        }) =>
+                {
+                    dropped.push((*d, *slot, h.generation, h.fetched));
+                }
+                _ => {}
+            }
+        }
+        for (d, slot, h) in changed {
+            if let Err(err) = self.put_held(swarm, d, slot, h).await {
+                tracing::error!(error = %err, "persisting a held slot failed");
+            }
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let entries = dropped
+            .iter()
+            .map(|(d, s, g, _)| (*d, *s, *g, ReleaseReason::SpareDropped))
+            .collect();
+        // The release goes out (durably) before the data is deleted (§8, §19 invariant 1).
+        Box::pin(self.feed(swarm, Input::Command(Command::Release { entries }))).await;
+        for (d, slot, _, fetched) in dropped {
+            tracing::info!(swarm = %swarm.to_text(), dataset = %d, slot, fetched, "dropping a spare past SPARE_TTL");
+            self.drop_held(swarm, d, slot).await;
+            if fetched {
+                self.drop_cached_data(d).await;
+            } else {
+                self.unpin(d).await;
             }
         }
     }
@@ -1799,6 +2091,7 @@ impl Driver {
                     v["exit"] = serde_json::Value::Null;
                     v["gossip"] = e.verdicts.json();
                     v["traffic"] = e.traffic.json();
+                    v["rendezvous"] = serde_json::json!({"advertised": e.rendezvous});
                     Ok(v)
                 });
                 let _ = reply.send(r);
@@ -1940,7 +2233,84 @@ impl Driver {
         }
         self.execute(swarm, outs, &mut Vec::new()).await;
         self.set_free(swarm);
+        self.draw_rendezvous(swarm);
         Ok(swarm)
+    }
+
+    /// Draws again whether this node advertises the swarm's rendezvous key: storers with
+    /// probability min(1, 20/S), S the Active storers in the view (§5). Kad re-provides an
+    /// advertised key on the node's reprovide timer; the draw is repeated at the same period.
+    fn draw_rendezvous(&mut self, swarm: SwarmId) {
+        let now = self.clock.now();
+        let Some(e) = self.swarms.get_mut(&swarm) else {
+            return;
+        };
+        e.rendezvous_next = now.mono + self.cfg.reprovide.max(Duration::from_secs(1));
+        let storers = e
+            .state
+            .view()
+            .members()
+            .filter(|(_, m)| m.state == MemberState::Active && m.storer)
+            .count()
+            .max(1) as u64;
+        let want = e.record.storer && rendezvous_draw(self.rng.next_u64(), storers);
+        if want == e.rendezvous {
+            return;
+        }
+        e.rendezvous = want;
+        let key = cairn_net::rendezvous_key(swarm.as_bytes());
+        let net = self.net.clone();
+        tracing::debug!(swarm = %swarm.to_text(), advertise = want, storers, "rendezvous key");
+        tokio::spawn(async move {
+            let r = if want {
+                net.provide_key(&key).await
+            } else {
+                net.stop_providing_key(&key).await
+            };
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "rendezvous advertisement failed");
+            }
+        });
+    }
+
+    /// Dials `addrs` (a join's bootstrap addresses) in the background; if none answers, looks
+    /// up the swarm's rendezvous key in Kad and connects to the providers found (§5). The peers
+    /// reached come back as [`Internal::Connected`], which starts a sync.
+    fn spawn_connect(&self, swarm: SwarmId, addrs: Vec<Multiaddr>) {
+        let net = self.net.clone();
+        let tx = self.tx.clone();
+        let me = self.net.local_peer_id();
+        tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for a in addrs {
+                let Some(p) = a.iter().find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                }) else {
+                    continue;
+                };
+                match net.connect(p, vec![a.clone()]).await {
+                    Ok(()) => peers.extend(to_core(&p)),
+                    Err(e) => tracing::debug!(addr = %a, error = %e, "bootstrap dial failed"),
+                }
+            }
+            if peers.is_empty() {
+                let key = cairn_net::rendezvous_key(swarm.as_bytes());
+                match net
+                    .find_providers_of_key(&key, RENDEZVOUS_LOOKUP_LIMIT)
+                    .await
+                {
+                    Ok(found) => {
+                        tracing::debug!(swarm = %swarm.to_text(), found = found.len(), "rendezvous lookup");
+                        peers.extend(found.iter().filter(|p| **p != me).filter_map(to_core));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "rendezvous lookup failed"),
+                }
+            }
+            let _ = tx
+                .send(Msg::Internal(Internal::Connected { swarm, peers }))
+                .await;
+        });
     }
 
     async fn create(&mut self, req: CreateSwarm) -> SwarmResult<serde_json::Value> {
@@ -2199,32 +2569,14 @@ impl Driver {
                 format!("the invite does not admit this node: {reason}"),
             ));
         }
-        // Dial the bootstrap addresses in the background, then pull the ctl scope.
-        let net = self.net.clone();
-        let tx = self.tx.clone();
+        // Dial the bootstrap addresses (else the rendezvous key's providers) in the
+        // background, then pull the ctl scope.
         let addrs: Vec<Multiaddr> = inv
             .bootstrap
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect();
-        tokio::spawn(async move {
-            let mut peers = Vec::new();
-            for a in addrs {
-                let Some(p) = a.iter().find_map(|p| match p {
-                    Protocol::P2p(id) => Some(id),
-                    _ => None,
-                }) else {
-                    continue;
-                };
-                match net.connect(p, vec![a.clone()]).await {
-                    Ok(()) => peers.extend(to_core(&p)),
-                    Err(e) => tracing::debug!(addr = %a, error = %e, "bootstrap dial failed"),
-                }
-            }
-            let _ = tx
-                .send(Msg::Internal(Internal::Connected { swarm, peers }))
-                .await;
-        });
+        self.spawn_connect(swarm, addrs);
         let e = &self.swarms[&swarm];
         tracing::info!(swarm = %swarm.to_text(), "joined a swarm");
         Ok(serde_json::json!({
@@ -2239,6 +2591,13 @@ impl Driver {
         let Some(e) = self.swarms.remove(&swarm) else {
             return;
         };
+        if e.rendezvous {
+            let net = self.net.clone();
+            let key = cairn_net::rendezvous_key(swarm.as_bytes());
+            tokio::spawn(async move {
+                let _ = net.stop_providing_key(&key).await;
+            });
+        }
         let ops = e
             .topics()
             .into_iter()
@@ -2676,6 +3035,73 @@ async fn run_net_ops(net: Network, ops: Vec<NetOp>) {
     }
 }
 
+/// The peers a SlotOffer names as sources.
+fn offer_sources(offer: &Envelope) -> Vec<NetPeer> {
+    match offer.body() {
+        Ok(Body::SlotOffer(o)) => o
+            .sources
+            .iter()
+            .filter_map(|b| NetPeer::from_bytes(b).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What dataset `d` takes in the store, blocksCount × blockSize of its manifest (the slot size
+/// of §8), and whether it is already stored here complete. The manifest is the stored one, else
+/// one fetched from the first of `sources` that has it (checked against the CID). `None` if
+/// none could be had or it does not decode.
+async fn stored_size(
+    net: &Network,
+    store: &Arc<dyn BlockStore>,
+    d: Cid,
+    sources: &[NetPeer],
+) -> Option<(u64, bool)> {
+    let local = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.dataset(&d))
+            .await
+            .ok()?
+            .ok()?
+    };
+    let stored = local
+        .as_ref()
+        .is_some_and(|r| r.state == DatasetState::Complete);
+    let mut bytes = local.map(|r| r.manifest_bytes.to_vec());
+    if bytes.is_none() {
+        // A few tries per source: a connection may close under a request (duplicate dials).
+        'sources: for s in sources.iter().take(SIZING_SOURCES) {
+            for attempt in 0..SIZING_TRIES {
+                match net.fetch_manifest(*s, d).await {
+                    Ok(Some(b)) => {
+                        bytes = Some(b.to_vec());
+                        break 'sources;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(peer = %s, error = %e, attempt, "manifest lookup failed");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+    Some((manifest_store_size(&bytes?, &d)?, stored))
+}
+
+/// blocksCount × blockSize of the manifest `bytes` of `d` (`None` if they are not `d`'s
+/// manifest).
+fn manifest_store_size(bytes: &[u8], d: &Cid) -> Option<u64> {
+    if cairn_core::Manifest::cid_of(bytes) != *d {
+        return None;
+    }
+    let m = cairn_core::Manifest::decode(bytes).ok()?;
+    Some(
+        m.blocks_count()
+            .saturating_mul(u64::from(m.block_size.get())),
+    )
+}
+
 /// Fetches a dataset from `sources` (or any provider), verified block by block by the
 /// fetcher, and pins it with the advertise flag on (§8).
 async fn fetch_pinned(
@@ -2743,5 +3169,44 @@ async fn fetch_pinned(
             Ok(())
         }
         _ => Err("the dataset is incomplete after the transfer".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_size_is_blocks_times_block_size() {
+        let m = cairn_core::Manifest {
+            tree_cid: Cid::new(cairn_core::Codec::Root, cairn_core::sha256(b"a tree")),
+            block_size: cairn_core::BlockSize::new(65_536).unwrap(),
+            dataset_size: 300_000,
+            filename: None,
+            mimetype: None,
+            erasure: None,
+        };
+        let bytes = m.encode();
+        let d = cairn_core::Manifest::cid_of(&bytes);
+        assert_eq!(manifest_store_size(&bytes, &d), Some(5 * 65_536));
+        // Bytes that are not the CID's manifest, or not a manifest.
+        let other = cairn_core::Manifest::cid_of(b"x");
+        assert_eq!(manifest_store_size(&bytes, &other), None);
+        assert_eq!(manifest_store_size(b"x", &other), None);
+    }
+
+    #[test]
+    fn rendezvous_draw_is_min_one_twenty_over_s() {
+        // Up to 20 storers: everyone advertises.
+        for s in 1..=20 {
+            assert!((0..100u64).all(|r| rendezvous_draw(r.wrapping_mul(0x9e37_79b9_7f4a_7c15), s)));
+        }
+        // 200 storers: about 1 in 10.
+        let mut rng = Rng::new(7);
+        let n = 20_000;
+        let yes = (0..n)
+            .filter(|_| rendezvous_draw(rng.next_u64(), 200))
+            .count();
+        assert!((1_600..2_400).contains(&yes), "{yes} of {n}");
     }
 }

@@ -6,7 +6,7 @@
 //! | `swarms` | SwarmId | [`SwarmRecord`] (JSON, versioned) |
 //! | `incarnation` | SwarmId | u64 big-endian |
 //! | `snapshot` | SwarmId | the state machine's versioned snapshot (facts, member observations) |
-//! | `held` | SwarmId ‖ DatasetCid ‖ u32be slot | [`HeldRecord`] (JSON, versioned) |
+//! | `held` | SwarmId ‖ DatasetCid ‖ u32be slot | [`HeldRecord`] (JSON, versioned): pending, live or spare (with `spare_until`) |
 //! | `placement` | SwarmId ‖ DatasetCid | empty: a placement job to resume |
 //! | `cached` | SwarmId ‖ DatasetCid | [`CachedRecord`] (JSON, versioned): a `none` dataset auto-fetched for the swarm |
 
@@ -45,7 +45,8 @@ pub(crate) struct SwarmRecord {
 pub(crate) struct HeldRecord {
     pub(crate) version: u32,
     pub(crate) generation: u32,
-    /// `pending` (accepted, filling) or `live` (claimed).
+    /// `pending` (accepted, filling), `live` (claimed, current holder) or `spare` (our claim
+    /// was superseded or lost the tie-break, §8).
     pub(crate) state: String,
     /// Bytes reserved / held.
     pub(crate) size: u64,
@@ -53,6 +54,13 @@ pub(crate) struct HeldRecord {
     pub(crate) offer: Vec<u8>,
     /// The offer's `expires_at` (unix s).
     pub(crate) expires_at: u64,
+    /// `spare`: when the spare may be dropped (unix s; §8 SPARE_TTL, if the dataset is healthy).
+    #[serde(default)]
+    pub(crate) spare_until: u64,
+    /// True if this node fetched the data for the slot (dropping the spare then deletes it);
+    /// false if it was already stored here (the announcer's upload, user data: only unpinned).
+    #[serde(default)]
+    pub(crate) fetched: bool,
 }
 
 /// A `none` dataset this node keeps for a swarm (auto-fetch, §6), inside the swarm's quota.
@@ -206,4 +214,27 @@ pub(crate) fn forget_swarm(store: &dyn BlockStore, swarm: &SwarmId) -> cairn_sto
         }
     }
     store.write_meta(&ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_records_of_older_nodes_read_as_not_spare_and_not_fetched() {
+        let old =
+            br#"{"version":1,"generation":0,"state":"live","size":5,"offer":[1,2],"expires_at":9}"#;
+        let h: HeldRecord = serde_json::from_slice(old).unwrap();
+        assert_eq!((h.spare_until, h.fetched), (0, false));
+        let spare = HeldRecord {
+            state: "spare".into(),
+            spare_until: 1234,
+            fetched: true,
+            ..h
+        };
+        let back: HeldRecord =
+            serde_json::from_slice(&serde_json::to_vec(&spare).unwrap()).unwrap();
+        assert_eq!(back.state, "spare");
+        assert_eq!((back.spare_until, back.fetched), (1234, true));
+    }
 }
