@@ -60,6 +60,7 @@ class WireMeter:
     def __init__(self, pids):
         self.pids = set(pids)
         self.last = {}
+        self.seen = set()
         self.total = {p: 0 for p in pids}
         self.sample(count=False)
 
@@ -68,6 +69,7 @@ class WireMeter:
         for key, (s, r) in now.items():
             if key[0] not in self.pids:
                 continue
+            self.seen.add(key)
             ps, pr = self.last.get(key, (0, 0) if count else (s, r))
             self.total[key[0]] += max(0, s - ps) + max(0, r - pr)
         self.last = {k: v for k, v in now.items() if k[0] in self.pids}
@@ -166,6 +168,7 @@ def main():
         "app_total_max_node_per_s": round(max(sum(n.values()) for n in per_node), 2),
         "wire_per_node_per_s": {"mean": round(statistics.mean(wire), 1), "max": round(max(wire), 1),
                                 "nodes": [round(w, 1) for w in wire]},
+        "sockets_seen_per_node": round(len(meter.seen) / args.nodes, 1),
         "reference_per_node_per_s": REFERENCE_BPS,
         "idle_rss_mib": {"mean": round(statistics.mean(rss), 1), "max": round(max(rss), 1)},
     }
@@ -177,6 +180,7 @@ def main():
             print(f"  {c:<14} {mean[c]:8.2f} B/s")
         print(f"  {'application':<14} {app_total:8.2f} B/s (max node {summary['app_total_max_node_per_s']:.2f})")
         print(f"  {'wire (all TCP)':<14} {summary['wire_per_node_per_s']['mean']:8.1f} B/s (max node {summary['wire_per_node_per_s']['max']:.1f})")
+        print(f"  TCP connections seen per node during the window: {summary['sockets_seen_per_node']}")
         print(f"  reference (spec, 10 members, no probes/challenges): about {REFERENCE_BPS} B/s")
         print(f"  idle RSS {summary['idle_rss_mib']['mean']:.1f} MiB mean, {summary['idle_rss_mib']['max']:.1f} MiB max")
 

@@ -50,6 +50,8 @@ const K: NonZeroUsize = NonZeroUsize::new(20).expect("20 > 0");
 const PROVIDER_RECORD_TTL: Duration = Duration::from_secs(30 * 60);
 /// Keys this node may provide.
 const MAX_PROVIDED_KEYS: usize = 1 << 20;
+/// Interval of libp2p pings on each connection.
+const PING_INTERVAL: Duration = Duration::from_secs(60);
 /// Most addresses kept per peer in the routing table and as our own external addresses, so a
 /// full Kad response stays under the 4096-byte cap of older nim-libp2p (`wire.md` §5.3).
 const MAX_ADDRESSES_PER_PEER: usize = 4;
@@ -151,7 +153,9 @@ fn behaviour(key: &libp2p::identity::Keypair, config: &NetConfig) -> Result<Beha
             ConnectionLimits::default().with_max_established(Some(config.max_peers)),
         ),
         identify,
-        ping: ping::Behaviour::new(ping::Config::new()),
+        // One ping a minute per connection (the spec budgets about 24 B/s for keep-alive
+        // pings at that interval, `durability.md` §15.1); the default is every 15 s.
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL)),
         kad,
         gossipsub: StreamsIdle(gossipsub),
         rpc,
