@@ -101,19 +101,7 @@ impl Client {
 
     /// `GET path`, answered with JSON.
     pub(crate) fn get_json(&self, path: &str) -> Outcome<serde_json::Value> {
-        let response = self
-            .agent
-            .get(self.url(path))
-            .header("Accept", "application/json")
-            .config()
-            .timeout_global(Some(SHORT_REQUEST_TIMEOUT))
-            .build()
-            .call()
-            .map_err(|e| self.transport_error(e))?;
-        let response = self.check(response)?;
-        let value = serde_json::from_reader(response.into_body().into_reader())
-            .with_context(|| format!("the answer to GET {path} is not the JSON expected"))?;
-        Ok(value)
+        self.get_json_query(path, &[])
     }
 
     /// `GET path`, answered with text; `timeout` bounds the whole request.
@@ -152,9 +140,7 @@ impl Client {
         }
         let response = request.send_empty().map_err(|e| self.transport_error(e))?;
         let response = self.check(response)?;
-        let value = serde_json::from_reader(response.into_body().into_reader())
-            .with_context(|| format!("the answer to POST {path} is not the JSON expected"))?;
-        Ok(value)
+        read_json_answer(response, "POST", path)
     }
 
     /// `GET path?query`, answered with JSON.
