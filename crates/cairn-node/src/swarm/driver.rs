@@ -1555,10 +1555,15 @@ impl Driver {
         }
     }
 
+    /// True while some swarm holds a slot of `d` or keeps it as `none` data this node fetched.
+    fn still_needed(&self, d: &Cid) -> bool {
+        self.swarms
+            .values()
+            .any(|e| e.held.keys().any(|(x, _)| x == d) || e.cached.get(d).is_some_and(|c| c.owned))
+    }
+
     async fn drop_cached_data(&self, d: Cid) {
-        let needed = self.swarms.values().any(|e| {
-            e.held.keys().any(|(x, _)| *x == d) || e.cached.get(&d).is_some_and(|c| c.owned)
-        });
+        let needed = self.still_needed(&d);
         if needed {
             return;
         }
@@ -2034,9 +2039,7 @@ impl Driver {
     }
 
     async fn unpin(&self, d: Cid) {
-        let still_held = self.swarms.values().any(|e| {
-            e.held.keys().any(|(x, _)| *x == d) || e.cached.get(&d).is_some_and(|c| c.owned)
-        });
+        let still_held = self.still_needed(&d);
         if still_held {
             return;
         }
