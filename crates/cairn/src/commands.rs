@@ -92,20 +92,7 @@ pub(crate) fn upload(client: &Client, args: &UploadArgs, json: bool) -> Outcome 
         .map(|size| BlockSize::new(size.0).map_err(Failure::usage))
         .transpose()?;
     let path = &args.file;
-    let file = File::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
-        .map_err(Failure::usage)?;
-    let metadata = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))
-        .map_err(Failure::usage)?;
-    if !metadata.is_file() {
-        return Err(Failure::usage(anyhow!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    let len = metadata.len();
+    let (file, len) = open_upload_file(path)?;
 
     let mut headers = Vec::new();
     if let Some(name) = path.file_name() {
@@ -140,6 +127,24 @@ pub(crate) fn upload(client: &Client, args: &UploadArgs, json: bool) -> Outcome 
     } else {
         print_stdout(cid)
     }
+}
+
+/// Opens a regular file to upload; a missing or odd file is a usage error.
+pub(crate) fn open_upload_file(path: &Path) -> Outcome<(File, u64)> {
+    let file = File::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+        .map_err(Failure::usage)?;
+    let metadata = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))
+        .map_err(Failure::usage)?;
+    if !metadata.is_file() {
+        return Err(Failure::usage(anyhow!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok((file, metadata.len()))
 }
 
 /// `attachment; filename="name"`, or the RFC 5987 form when `name` is not plain printable ASCII.

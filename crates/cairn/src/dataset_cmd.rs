@@ -2,7 +2,7 @@
 //! of a swarm, each one REST call under the API base. `health` and `verify` exit with the
 //! report's state: 0 healthy, 3 degraded or critical, 4 lost.
 
-use std::{fs::File, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, anyhow};
 use serde_json::{Value, json};
@@ -145,7 +145,7 @@ fn add(client: &Client, args: &AddArgs, json: bool) -> Outcome<SwarmCode> {
             client.post_json_body(&path, Some(&body))?
         }
         (None, Some(file)) => {
-            let (handle, len) = open_file(file)?;
+            let (handle, len) = crate::commands::open_upload_file(file)?;
             let mut query = Vec::new();
             if let Some(name) = file.file_name() {
                 query.push(("filename", name.to_string_lossy().into_owned()));
@@ -189,24 +189,6 @@ fn add(client: &Client, args: &AddArgs, json: bool) -> Outcome<SwarmCode> {
             ("state", opt(&a["state"])),
         ])
     })
-}
-
-/// Opens a regular file to upload; a missing or odd file is a usage error.
-fn open_file(path: &std::path::Path) -> Outcome<(File, u64)> {
-    let file = File::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
-        .map_err(Failure::usage)?;
-    let metadata = file
-        .metadata()
-        .with_context(|| format!("cannot read {}", path.display()))
-        .map_err(Failure::usage)?;
-    if !metadata.is_file() {
-        return Err(Failure::usage(anyhow!(
-            "{} is not a regular file",
-            path.display()
-        )));
-    }
-    Ok((file, metadata.len()))
 }
 
 /// `dataset list SWARM` → `GET /swarms/{id}/datasets`.
