@@ -8,10 +8,13 @@ same run, on the same filesystem.
   (c) idle RSS of a started node; target <= 50 MiB
   (d) peak RSS of the node during the upload; target <= 200 MiB
 
+After each timed download the dataset is downloaded once more, untimed, and its length and SHA-256
+are checked against the payload's; a mismatch stops the run with "VERIFY FAILED".
+
 Usage: python3 bench/local.py [--size 1GiB] [--repeat 3] [--workdir DIR] [--binary PATH] [--json]
 Build first: cargo build --release. Needs curl and openssl. Standard library only.
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, hashlib, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 def parse_size(s):
     units = {"KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
@@ -50,13 +53,37 @@ def wait_ready(url, proc, timeout=60):
     raise SystemExit("node did not become ready")
 
 def write_random(path, size):
-    """Writes `size` random bytes to `path`, 16 MiB at a time."""
+    """Writes `size` random bytes to `path`, 16 MiB at a time; returns their SHA-256 (hex)."""
+    h = hashlib.sha256()
     with open(path, "wb") as f:
         left = size
         while left:
             n = min(left, 1 << 24)
-            f.write(os.urandom(n))
+            chunk = os.urandom(n)
+            h.update(chunk)
+            f.write(chunk)
             left -= n
+    return h.hexdigest()
+
+def verify_download(url, size, sha256_hex):
+    """Downloads `url` again (untimed), hashing the stream; exits loudly unless the bytes are
+    exactly the payload's (same length, same SHA-256)."""
+    h = hashlib.sha256()
+    got = 0
+    with subprocess.Popen(["curl", "-sSf", url], stdout=subprocess.PIPE) as p:
+        while True:
+            chunk = p.stdout.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            got += len(chunk)
+        rc = p.wait()
+    if rc != 0:
+        raise SystemExit(f"VERIFY FAILED: curl {url} exited with code {rc} after {got} bytes")
+    if got != size:
+        raise SystemExit(f"VERIFY FAILED: downloaded {got} bytes, uploaded {size}")
+    if h.hexdigest() != sha256_hex:
+        raise SystemExit(f"VERIFY FAILED: downloaded SHA-256 {h.hexdigest()} != payload {sha256_hex}")
 
 def measure_floor(payload, work):
     """The upload floor of the same run: max(openssl dgst -sha256, dd conv=fsync) of `payload`."""
@@ -87,7 +114,7 @@ def main():
     proc = None
     try:
         payload = os.path.join(work, "payload.bin")
-        write_random(payload, size)
+        payload_sha256 = write_random(payload, size)
         for r in range(args.repeat):
             rec = {"loadavg_1m": float(open("/proc/loadavg").read().split()[0])}
             rec.update(measure_floor(payload, work))
@@ -110,6 +137,8 @@ def main():
 
             rec["cat_s"] = timed(f"cat '{payload}' > /dev/null", shell=True)
             rec["download_s"] = timed(["curl", "-sf", "-o", "/dev/null", f"{url}/data/{cid}"])
+            # Untimed: the bytes served are the bytes uploaded.
+            verify_download(f"{url}/data/{cid}", size, payload_sha256)
 
             proc.send_signal(signal.SIGTERM)
             try:

@@ -249,6 +249,62 @@ mod tests {
         }
     }
 
+    /// The single-threaded and the parallel hashing paths agree, whatever the machine's core
+    /// count: the thread count is forced, not taken from `available_parallelism`.
+    #[test]
+    fn parallel_hashing_equals_single_threaded() {
+        // 7 full blocks and a partial last one, zero-padded as the chunker pads it.
+        let bs = BlockSize::MIN.get() as usize;
+        let data: Vec<u8> = (0..7 * bs + 1234)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+            .collect();
+        let mut blocks: Vec<Vec<u8>> = data.chunks(bs).map(<[u8]>::to_vec).collect();
+        assert_eq!(blocks.len(), 8);
+        blocks.last_mut().expect("blocks").resize(bs, 0);
+        let naive: Vec<Digest> = blocks.iter().map(|b| sha256(b)).collect();
+        assert_eq!(hash_blocks(&blocks, 1), naive);
+        // 2, 3 and 4 split 8 blocks evenly or not; 8 gives one block per thread; 64 more
+        // threads than blocks.
+        for threads in [2, 3, 4, 8, 64] {
+            assert_eq!(hash_blocks(&blocks, threads), naive, "{threads} threads");
+        }
+        // Unequal lengths stay in order too (the unpadded partial block last).
+        let raw: Vec<&[u8]> = data.chunks(bs).collect();
+        let naive_raw: Vec<Digest> = raw.iter().map(|b| sha256(b)).collect();
+        assert_eq!(hash_blocks(&raw, 4), naive_raw);
+        assert_eq!(hash_blocks::<Vec<u8>>(&[], 4), Vec::<Digest>::new());
+
+        // The builder gives the same blocks and dataset with 1 thread and with 4, for an input
+        // spanning more than one batch, whose last block is partial.
+        let big: Vec<u8> = (0..(BATCH_BLOCKS + 5) * bs + 777)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let build = |threads: usize| {
+            let mut b = DatasetBuilder::new(BlockSize::MIN);
+            b.threads = threads;
+            let mut got = Vec::new();
+            for piece in big.chunks(10_000) {
+                got.extend(b.push(piece));
+            }
+            let (last, leaves) = b.finish();
+            got.extend(last);
+            (got, leaves.into_dataset(None, None).expect("dataset"))
+        };
+        let (one, ds_one) = build(1);
+        let (four, ds_four) = build(4);
+        assert_eq!(one.len(), BATCH_BLOCKS + 6);
+        assert_eq!(one, four);
+        assert_eq!(ds_one.manifest_cid, ds_four.manifest_cid);
+        assert_eq!(ds_one.manifest.dataset_size, big.len() as u64);
+        for (i, block) in one.iter().enumerate() {
+            assert_eq!(block.index, i as u64);
+            assert_eq!(block.cid, Cid::new(Codec::Block, sha256(&block.data)));
+        }
+        let tail = &one.last().expect("blocks").data;
+        assert_eq!(&tail[..777], &big[big.len() - 777..]);
+        assert!(tail[777..].iter().all(|&b| b == 0), "zero padding");
+    }
+
     #[test]
     fn empty_input_has_no_dataset() {
         assert!(build_from_bytes(b"", BlockSize::DEFAULT, None, None).is_err());

@@ -416,15 +416,31 @@ fn routing_errors_cors_and_marketplace() {
     assert_eq!(r.status, 405);
     assert!(r.header("allow").unwrap_or("").contains("GET"));
     assert!(!r.body.is_empty());
+    // Every marketplace path the router registers (rest-api.md §5), under both bases, for
+    // any method: 501 with the exact text, never a 404 or 405.
+    let cid = "zDvZRwzm2V3HGtn5tmrbsuM1SETjaM8P8yTHRZXS8ELyJWo4kE1q";
     for path in [
-        "/sales/slots",
-        "/sales/availability/1/reservations",
-        "/storage/purchases",
+        "/sales/slots".to_owned(),
+        "/sales/slots/0x1234".to_owned(),
+        "/sales/availability".to_owned(),
+        "/sales/availability/0xabcd".to_owned(),
+        "/sales/availability/0xabcd/reservations".to_owned(),
+        format!("/storage/request/{cid}"),
+        "/storage/purchases".to_owned(),
+        "/storage/purchases/0x5678".to_owned(),
     ] {
         for base in ["/api/storage/v1", "/api/codex/v1"] {
-            let r = n.get(&format!("{base}{path}"));
-            assert_eq!(r.status, 501, "{path}");
-            assert!(r.text().starts_with("The marketplace is not supported"));
+            for method in ["GET", "POST", "DELETE", "PUT", "PATCH"] {
+                let r = call(&n, method, &format!("{base}{path}"));
+                assert_eq!(r.status, 501, "{method} {base}{path}: {}", r.text());
+                assert_eq!(r.text(), MARKETPLACE_TEXT, "{method} {base}{path}");
+                assert!(
+                    r.header("content-type")
+                        .unwrap_or("")
+                        .starts_with("text/plain"),
+                    "{method} {base}{path}"
+                );
+            }
         }
     }
     let r = TestNode::finish(
@@ -456,6 +472,89 @@ fn routing_errors_cors_and_marketplace() {
         r.header("access-control-allow-methods"),
         Some("GET, OPTIONS")
     );
+}
+
+/// The 501 body of every marketplace path (rest-api.md §5).
+const MARKETPLACE_TEXT: &str = "The marketplace is not supported by this node: cairn stores data \
+     altruistically (no contracts, no payments).";
+
+/// Sends `method` to `path` with no body.
+fn call(n: &TestNode, method: &str, path: &str) -> common::Reply {
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", n.url))
+        .body(())
+        .expect("request");
+    TestNode::finish(n.agent.run(request))
+}
+
+/// The methods listed in a 405's `Allow` header, upper-cased.
+fn allowed(r: &common::Reply) -> std::collections::BTreeSet<String> {
+    r.header("allow")
+        .expect("a 405 carries Allow")
+        .split(',')
+        .map(|m| m.trim().to_ascii_uppercase())
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+#[test]
+fn wrong_method_is_405_with_a_complete_allow_header() {
+    let n = TestNode::start();
+    let cid = n.upload(b"allow header test");
+    // (path, the methods its route accepts: axum's GET also answers HEAD).
+    let routes = [
+        (
+            format!("{BASE}/data/{cid}"),
+            &["DELETE", "GET", "HEAD", "OPTIONS"][..],
+        ),
+        (format!("{BASE}/data"), &["GET", "HEAD", "OPTIONS", "POST"]),
+        (
+            format!("{BASE}/data/{cid}/advertise"),
+            &["GET", "HEAD", "POST"],
+        ),
+        (format!("{BASE}/data/{cid}/exists"), &["GET", "HEAD"]),
+        (format!("{BASE}/data/{cid}/network"), &["POST"]),
+        (format!("{BASE}/space"), &["GET", "HEAD"]),
+        (
+            format!("/api/codex/v1/data/{cid}"),
+            &["DELETE", "GET", "HEAD", "OPTIONS"],
+        ),
+    ];
+    let all = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+    for (path, accepted) in &routes {
+        let want: std::collections::BTreeSet<String> =
+            accepted.iter().map(|m| (*m).to_owned()).collect();
+        for method in all {
+            if want.contains(method) {
+                // Each listed method is really routed (DELETE is not sent: it would remove
+                // the dataset the other probes use).
+                if method != "DELETE" {
+                    let r = call(&n, method, path);
+                    assert_ne!(r.status, 405, "{method} {path} is routed");
+                }
+                continue;
+            }
+            let r = call(&n, method, path);
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.text());
+            assert_eq!(allowed(&r), want, "Allow of {method} {path}");
+            if method != "HEAD" {
+                assert_eq!(r.text(), "Method not allowed", "{method} {path}");
+                assert!(
+                    r.header("content-type")
+                        .unwrap_or("")
+                        .starts_with("text/plain"),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    // The dataset is untouched by the refused requests; DELETE is routed too.
+    assert_eq!(
+        n.get(&format!("{BASE}/data/{cid}")).body,
+        b"allow header test"
+    );
+    assert_eq!(n.delete(&format!("{BASE}/data/{cid}")).status, 204);
 }
 
 #[test]
@@ -578,6 +677,148 @@ fn node_and_debug_endpoints() {
         assert_eq!(health["parameters"].as_array().unwrap().len(), 2);
         assert!(doc["openapi"].as_str().expect("version").starts_with("3.1"));
     }
+}
+
+/// A JSON array of strings, each a multiaddr.
+fn multiaddrs(v: &serde_json::Value, what: &str) -> Vec<cairn_net::Multiaddr> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("{what} is not an array: {v}"))
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap_or_else(|| panic!("{what} holds a non-string: {a}"))
+                .parse()
+                .unwrap_or_else(|e| panic!("{what}: {a} is not a multiaddr: {e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn spr_peer_id_and_debug_info_agree() {
+    use sha2::Digest as _;
+
+    let n = TestNode::start();
+    let id = n.get(&format!("{BASE}/peerid")).json()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let peer: cairn_net::PeerId = id.parse().expect("peer id parses");
+    assert_eq!(id, n.peer_id());
+
+    let info_reply = n.get(&format!("{BASE}/debug/info"));
+    assert_eq!(info_reply.status, 200);
+    assert_eq!(info_reply.header("content-type"), Some("application/json"));
+    assert!(info_reply.text().contains("\n  \""), "pretty-printed");
+    let info = info_reply.json();
+    let announced = multiaddrs(&info["announceAddresses"], "announceAddresses");
+    let listening = multiaddrs(&info["addrs"], "addrs");
+    // The test node listens on 127.0.0.1 and has no peers: it announces its listen addresses.
+    assert_eq!(announced, listening);
+    assert!(
+        announced
+            .iter()
+            .any(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/")),
+        "{announced:?}"
+    );
+
+    // GET /spr (both forms, both bases) is a valid record of this node listing the announced
+    // addresses.
+    for base in ["/api/storage/v1", "/api/codex/v1"] {
+        let json = n.get(&format!("{base}/spr"));
+        assert_eq!(json.status, 200);
+        let text = n.get_with(&format!("{base}/spr"), ("accept", "text/plain"));
+        assert_eq!(text.status, 200);
+        for spr in [
+            json.json()["spr"].as_str().expect("spr").to_owned(),
+            text.text(),
+        ] {
+            let parsed = cairn_net::Spr::from_text(&spr)
+                .unwrap_or_else(|e| panic!("{base}/spr does not parse ({e}): {spr}"));
+            assert_eq!(parsed.peer_id(), peer, "{base}/spr signer");
+            assert_eq!(parsed.addresses(), &announced[..], "{base}/spr addresses");
+        }
+    }
+
+    // /debug/info's own record matches its own fields (one snapshot).
+    let spr_text = info["spr"].as_str().expect("spr is a string");
+    let spr = cairn_net::Spr::from_text(spr_text).expect("debug/info spr parses");
+    assert_eq!(spr.peer_id(), peer);
+    assert_eq!(spr.addresses(), &announced[..]);
+
+    assert_eq!(info["id"], id.as_str());
+    let repo = std::fs::canonicalize(n._dir.path()).expect("canonical data dir");
+    assert_eq!(info["repo"], repo.display().to_string().as_str());
+    // An Ed25519 peer id is the identity multihash of the protobuf public key, whose last 32
+    // bytes are the raw key.
+    let peer_bytes = peer.to_bytes();
+    assert_eq!(
+        info["libp2pPubKey"],
+        hex::encode(&peer_bytes[peer_bytes.len() - 32..]).as_str()
+    );
+
+    let table = &info["table"];
+    let local = &table["localNode"];
+    assert_eq!(
+        local["nodeId"],
+        hex::encode(sha2::Sha256::digest(&peer_bytes)).as_str(),
+        "nodeId is hex SHA-256 of the peer id bytes"
+    );
+    assert_eq!(local["peerId"], id.as_str());
+    assert_eq!(local["record"], spr_text);
+    assert_eq!(local["seen"], false);
+    assert!(local["lastSeen"].is_null());
+    assert_eq!(
+        multiaddrs(&local["addresses"], "localNode.addresses"),
+        announced
+    );
+    // `address` is ip:port of the first IP/TCP address.
+    let ip_port = announced
+        .iter()
+        .find_map(|a| {
+            let (mut ip, mut port) = (None, None);
+            for p in a.iter() {
+                match p {
+                    cairn_net::Protocol::Ip4(v) => ip = Some(v.to_string()),
+                    cairn_net::Protocol::Tcp(v) => port = Some(v),
+                    _ => {}
+                }
+            }
+            Some(format!("{}:{}", ip?, port?))
+        })
+        .expect("an IPv4/TCP address");
+    assert!(ip_port.starts_with("127.0.0.1:"), "{ip_port}");
+    assert_eq!(local["address"], ip_port.as_str());
+    assert_eq!(table["nodes"], serde_json::json!([]), "no peers yet");
+    assert_eq!(info["connections"], serde_json::json!([]), "no peers yet");
+
+    for key in ["storage", "codex"] {
+        let v = &info[key];
+        let version = v["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}.version"));
+        assert!(version.starts_with('v'), "{key}.version {version}");
+        assert!(
+            !v["revision"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key}.revision"))
+                .is_empty()
+        );
+    }
+    assert_eq!(info["codex"], info["storage"]);
+
+    let nat = &info["nat"];
+    assert!(
+        ["Unknown", "Reachable", "NotReachable"]
+            .contains(&nat["reachability"].as_str().unwrap_or("")),
+        "{nat}"
+    );
+    assert!(nat["clientMode"].is_boolean(), "{nat}");
+    assert!(nat["relayRunning"].is_boolean(), "{nat}");
+    assert!(
+        ["none", "upnp", "pmp", "pcp", "direct"]
+            .contains(&nat["portMapping"].as_str().unwrap_or("")),
+        "{nat}"
+    );
 }
 
 #[test]
