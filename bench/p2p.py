@@ -7,7 +7,9 @@ moment the leechers are told to fetch (POST /data/{cid}/network on each) until t
 the complete dataset, every block verified against the tree and stored. Afterwards (untimed) it
 reads every copy back and checks it against the payload's SHA-256, and stops its nodes.
 
-Prints one JSON object: {"seconds": s, "peak_rss_mib_seeder": x, "peak_rss_mib_leecher_max": y}.
+Prints one JSON object: {"seconds": s, "peak_rss_mib_seeder": x, "peak_rss_mib_leecher_max": y,
+"cpu_seconds_seeder": c, "cpu_seconds_leecher_max": d} (CPU time used during the timed part).
+`--perf FILE` records a system-wide `perf` profile of the timed part.
 
   python3 bench/p2p.py --file FILE --leechers 1 --workdir DIR [--binary target/release/cairn]
 
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 BASE = "/api/storage/v1"
@@ -41,8 +44,11 @@ def http(method, url, data=None, timeout=600, length=None):
     if length is not None:
         req.add_header("Content-Length", str(length))
         req.add_header("Content-Type", "application/octet-stream")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return r.read()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.read()
+    except urllib.error.HTTPError as e:
+        sys.exit(f"{method} {url}: HTTP {e.code}: {e.read().decode(errors='replace').strip()}")
 
 
 def peak_rss_mib(pid):
@@ -54,6 +60,16 @@ def peak_rss_mib(pid):
     except OSError:
         pass
     return 0.0
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
 
 
 class Node:
@@ -95,6 +111,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "cairn"))
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", action="store_true", help="accepted for symmetry; output is always JSON")
+    ap.add_argument("--perf", metavar="FILE", help="record a system-wide `perf record -g` profile of the timed part into FILE")
     a = ap.parse_args()
     own_workdir = a.workdir is None
     workdir = a.workdir or tempfile.mkdtemp(prefix=f"cairn-p2p-{os.getpid()}-")
@@ -120,16 +137,29 @@ def main():
                 time.sleep(0.02)
 
         ids = [None] * len(leechers)
+        profiler = None
+        if a.perf:
+            profiler = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "1999", "-o", a.perf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # perf's start-up; the profile thus holds 0.5 s of idle before t0
+        cpu_before = [cpu_seconds(n.proc.pid) for n in nodes]
         t0 = time.monotonic()
 
+        errors = []
+
         def start(i, n):
-            ids[i] = json.loads(http("POST", f"{n.url}/data/{cid}/network"))["downloadId"]
+            try:
+                ids[i] = json.loads(http("POST", f"{n.url}/data/{cid}/network"))["downloadId"]
+            except BaseException as e:  # sys.exit in a thread only ends the thread
+                errors.append(f"leecher {i}: {e}")
 
         threads = [threading.Thread(target=start, args=(i, n)) for i, n in enumerate(leechers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            sys.exit("starting a download failed: " + "; ".join(errors))
         pending = set(range(len(leechers)))
         while pending:
             for i in list(pending):
@@ -141,6 +171,10 @@ def main():
             if pending:
                 time.sleep(0.005)
         seconds = time.monotonic() - t0
+        cpu_used = [cpu_seconds(n.proc.pid) - c for n, c in zip(nodes, cpu_before)]
+        if profiler:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
         print(f"transfer done in {seconds:.3f} s", file=sys.stderr)
 
         want = hashlib.sha256()
@@ -158,6 +192,8 @@ def main():
             "seconds": round(seconds, 4),
             "peak_rss_mib_seeder": round(peak_rss_mib(seeder.proc.pid), 1),
             "peak_rss_mib_leecher_max": round(max(peak_rss_mib(n.proc.pid) for n in leechers), 1),
+            "cpu_seconds_seeder": round(cpu_used[0], 2),
+            "cpu_seconds_leecher_max": round(max(cpu_used[1:]), 2),
         }
     finally:
         for n in nodes:

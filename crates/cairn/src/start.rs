@@ -33,6 +33,7 @@ pub(crate) fn run(args: &StartArgs, json: bool) -> Outcome {
     let control = logging::init(&config.log_level)?;
     config.log_control = Some(control);
 
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn")
@@ -40,6 +41,27 @@ pub(crate) fn run(args: &StartArgs, json: bool) -> Outcome {
         .context("starting the async runtime")?;
     runtime.block_on(serve(config, json))
 }
+
+/// Makes glibc's allocator use one arena for every thread, before the runtime starts its threads.
+///
+/// By default glibc gives threads that contend on malloc arenas of their own (up to 8 per core),
+/// and each arena keeps the memory freed into it. A node moves block buffers between many
+/// threads (network tasks, the blocking pool that verifies and stores), so its peak RSS grew with
+/// the thread count: in the loopback transfer benchmark a downloading node peaked at 65–76 MiB
+/// with the default and at 58 MiB with one arena, at the same speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    // SAFETY: `mallopt` only sets an allocator parameter; it is called before the runtime's
+    // threads exist, and M_ARENA_MAX takes any positive count.
+    let applied = unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    if applied != 1 {
+        tracing::debug!("glibc did not accept M_ARENA_MAX");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
 
 async fn serve(config: cairn_node::NodeConfig, json: bool) -> Outcome {
     // Signal handlers are installed before the node starts, so an early SIGTERM is not fatal.
