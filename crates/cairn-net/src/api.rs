@@ -527,10 +527,10 @@ impl Network {
     /// Asks `peer` for the manifest `cid` over `/storage/manifest/1.0.0`. `Ok(None)` = NotFound.
     /// The bytes are checked against the CID before they are returned.
     pub async fn fetch_manifest(&self, peer: PeerId, cid: Cid) -> Result<Option<Bytes>, NetError> {
-        let request = async {
+        let request = with_stream_retry(|| async {
             self.ensure_connected(peer).await?;
             manifest::fetch(self.inner.control.clone(), peer, cid).await
-        };
+        });
         tokio::time::timeout(self.inner.config.request_timeout, request)
             .await
             .map_err(|_| self.timed_out(peer))?
@@ -538,12 +538,15 @@ impl Network {
 
     /// Sends a control message (want-haves, presences) to `peer` on its blockexc stream.
     pub async fn send_control(&self, peer: PeerId, message: Message) -> Result<(), NetError> {
-        let request = async {
+        let request = with_stream_retry(|| async {
             if !self.inner.blockexc.has_session(&peer) {
                 self.ensure_connected(peer).await?;
             }
-            self.inner.blockexc.send_control(peer, message).await
-        };
+            self.inner
+                .blockexc
+                .send_control(peer, message.clone())
+                .await
+        });
         tokio::time::timeout(self.inner.config.request_timeout, request)
             .await
             .map_err(|_| self.timed_out(peer))?
@@ -577,5 +580,27 @@ impl Network {
     /// Stops the swarm task.
     pub async fn shutdown(&self) {
         let _ = self.ask(Command::Shutdown).await;
+    }
+}
+
+/// Pause before the one retry of a request whose stream failed.
+const STREAM_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Runs `attempt`, and once more if its stream failed. Two peers that dial each other at once
+/// hold two connections until one is closed; a stream opened on the closing one fails with
+/// "connection is closed" although the peer is still reachable, and the retry opens its stream
+/// on the live connection (or reconnects).
+async fn with_stream_retry<T, F, Fut>(attempt: F) -> Result<T, NetError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, NetError>>,
+{
+    match attempt().await {
+        Err(NetError::Request { peer, reason }) => {
+            tracing::debug!(%peer, %reason, "request failed, retrying once");
+            tokio::time::sleep(STREAM_RETRY_DELAY).await;
+            attempt().await
+        }
+        other => other,
     }
 }

@@ -67,6 +67,8 @@ const WRITE_BUFFER: usize = 16 * 1024;
 /// A control body is read (and allocated) this much at a time, so a peer cannot make us
 /// reserve 16 MiB it never sends.
 const CONTROL_READ_STEP: usize = 64 * 1024;
+/// Pause before the one retry of a failed stream opening.
+const STREAM_REOPEN_DELAY: Duration = Duration::from_millis(50);
 /// How long a stream reader waits for room in the event channel before dropping an event.
 const EVENT_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -374,9 +376,23 @@ impl Blockexc {
     ) {
         let peer = session.peer;
         let mut control = self.control.clone();
-        let opened = tokio::select! {
-            () = session.cancel.cancelled() => None,
-            opened = tokio::time::timeout(self.request_timeout, control.open_stream(peer, PROTOCOL)) => Some(opened),
+        let mut retried = false;
+        let opened = loop {
+            let opened = tokio::select! {
+                () = session.cancel.cancelled() => None,
+                opened = tokio::time::timeout(self.request_timeout, control.open_stream(peer, PROTOCOL)) => Some(opened),
+            };
+            // Two peers that dialed each other hold two connections until one closes; a stream
+            // opened on the closing one fails while the peer is still reachable. Once more,
+            // then, before the frames queued here (control messages included) are dropped.
+            match opened {
+                Some(Ok(Err(e))) if !retried => {
+                    tracing::debug!(%peer, error = %e, "opening the blockexc stream failed, retrying once");
+                    retried = true;
+                    tokio::time::sleep(STREAM_REOPEN_DELAY).await;
+                }
+                other => break other,
+            }
         };
         let stream = match opened {
             Some(Ok(Ok(stream))) => stream,

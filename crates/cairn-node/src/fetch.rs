@@ -427,8 +427,11 @@ impl Fetcher {
                             complete: false,
                         },
                     };
+                    tracing::debug!(%peer, kind = ?presence.kind, "presence received");
                     for t in of_tree {
-                        let _ = t.inputs.try_send(input.clone());
+                        if t.inputs.try_send(input.clone()).is_err() {
+                            tracing::warn!(%peer, tree = %t.tree, "transfer inputs full, dropping a presence");
+                        }
                     }
                 }
             }
@@ -619,8 +622,10 @@ impl Fetcher {
                     block_presences: Vec::new(),
                 };
                 let inputs = t.inputs.clone();
+                tracing::debug!(%peer, start, count, "asking for presence");
                 tokio::spawn(async move {
-                    if net.send_control(peer, message).await.is_err() {
+                    if let Err(e) = net.send_control(peer, message).await {
+                        tracing::debug!(%peer, error = %e, "presence request failed");
                         let _ = inputs.send(Input::PeerRemoved(peer)).await;
                     }
                 });

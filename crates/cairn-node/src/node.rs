@@ -252,7 +252,11 @@ impl Node {
                 });
                 tokio::select! {
                     _ = &mut serving => {
-                        tracing::error!("REST server stopped unexpectedly");
+                        // A shutdown with nothing in flight ends the server at once, and
+                        // `select!` may see that before the token.
+                        if !token.is_cancelled() {
+                            tracing::error!("REST server stopped unexpectedly");
+                        }
                     }
                     () = token.cancelled() => {
                         if tokio::time::timeout(SHUTDOWN_GRACE, serving).await.is_err() {

@@ -40,7 +40,8 @@
 //!
 //! Presence: a new peer is asked about the `presence_window` blocks from the lowest missing index;
 //! each (non-`Complete`) answer triggers the next window holding blocks still missing and not
-//! known held by that peer, until the end of the dataset; after `presence_refresh` without news
+//! known held by that peer, until the end of the dataset; a peer that has answered nothing yet is
+//! asked again after `presence_retry`, doubling up to `presence_refresh`; after `presence_refresh` without news
 //! it is asked again (continuing the sweep, else from the lowest such block) for as long as some
 //! missing block is not known held by it (a `DontHave` is fed as a presence with no ranges). A peer that answers a batch with nothing loses the claimed runs around those blocks
 //! (for a `Complete` peer: everything) until its next presence; a partial answer only drops the
@@ -76,6 +77,10 @@ pub struct Config {
     pub presence_window: u64,
     /// Re-ask a peer for its presence after this long without news.
     pub presence_refresh: Duration,
+    /// Re-ask a peer that has not answered any want-have yet after this long, doubling at each
+    /// unanswered ask up to `presence_refresh`. Every ask sets `sendDontHave`, so a peer always
+    /// answers; silence means the message or its answer was lost (a stream that died with it).
+    pub presence_retry: Duration,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             batch_timeout: Duration::from_secs(30),
             presence_window: 16_384,
             presence_refresh: Duration::from_secs(10),
+            presence_retry: Duration::from_secs(1),
         }
     }
 }
@@ -600,9 +606,21 @@ impl<P: Clone + Eq + Ord + std::hash::Hash + std::fmt::Debug> Download<P> {
 
     fn ask(&mut self, id: &P, start: u64, now: Instant, out: &mut Vec<Action<P>>) {
         let count = self.config.presence_window.min(self.blocks_count - start);
+        let config = &self.config;
         if let Some(peer) = self.peers.get_mut(id) {
             peer.sweep = start + count;
-            peer.presence_due = Some(now + self.config.presence_refresh);
+            let wait = if matches!(peer.holdings, Holdings::Unknown) {
+                // No answer yet: ask again soon, backing off.
+                let wait = config
+                    .presence_retry
+                    .saturating_mul(1 << peer.unanswered_asks.min(16))
+                    .min(config.presence_refresh);
+                peer.unanswered_asks = peer.unanswered_asks.saturating_add(1);
+                wait
+            } else {
+                config.presence_refresh
+            };
+            peer.presence_due = Some(now + wait);
         }
         out.push(Action::AskPresence {
             peer: id.clone(),
@@ -943,6 +961,8 @@ struct Peer {
     presence_due: Option<Instant>,
     /// Where the next presence window starts.
     sweep: u64,
+    /// Want-haves sent while no presence from it has arrived yet.
+    unanswered_asks: u32,
     /// Consecutive failed batches.
     failures: u32,
     cooldown_until: Option<Instant>,
@@ -961,6 +981,7 @@ impl Peer {
             delivered_at: now,
             first_sent_at: now,
             presence_due: None,
+            unanswered_asks: 0,
             sweep: 0,
             failures: 0,
             cooldown_until: None,

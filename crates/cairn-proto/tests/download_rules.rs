@@ -16,6 +16,9 @@ fn config() -> Config {
         batch_timeout: Duration::from_secs(30),
         presence_window: 16_384,
         presence_refresh: Duration::from_secs(10),
+        // Unanswered asks are retried at the refresh here; `unanswered_presence_is_retried_*`
+        // covers the shorter retry.
+        presence_retry: Duration::from_secs(10),
     }
 }
 
@@ -215,6 +218,40 @@ fn unanswered_presence_is_asked_again_after_refresh_while_relevant() {
     let mut dl = fresh(10);
     add_complete(&mut dl, 1, t0);
     assert!(asks(&dl.tick(ms(t0, 60_000))).is_empty());
+}
+
+#[test]
+fn unanswered_presence_is_retried_sooner_with_backoff_until_an_answer() {
+    let t0 = Instant::now();
+    let cfg = Config {
+        presence_retry: Duration::from_secs(1),
+        ..config()
+    };
+    let mut dl = Download::new(cfg, 10, BS, &[], |_| false);
+    assert_eq!(asks(&dl.handle(Input::PeerAdded(1), t0)), vec![(1, 0, 10)]);
+    // Silence: asked again after 1 s, 2 s, 4 s, 8 s, then every 10 s (the refresh).
+    let mut at = 0;
+    for wait in [1_000, 2_000, 4_000, 8_000, 10_000, 10_000] {
+        assert_eq!(dl.next_deadline(), Some(ms(t0, at + wait)));
+        assert!(asks(&dl.tick(ms(t0, at + wait - 1))).is_empty());
+        at += wait;
+        assert_eq!(asks(&dl.tick(ms(t0, at))), vec![(1, 0, 10)], "at {at} ms");
+    }
+    // An answer (even one holding nothing) ends the quick retries: back to the refresh.
+    dl.handle(
+        Input::Presence {
+            peer: 1,
+            ranges: vec![],
+            complete: false,
+        },
+        ms(t0, at + 1),
+    );
+    assert!(asks(&dl.tick(ms(t0, at + 9_000))).is_empty());
+    assert_eq!(asks(&dl.tick(ms(t0, at + 10_001))), vec![(1, 0, 10)]);
+    // A second peer added later starts its own retries from 1 s.
+    let out = dl.handle(Input::PeerAdded(2), ms(t0, at + 10_002));
+    assert_eq!(asks(&out), vec![(2, 0, 10)]);
+    assert_eq!(asks(&dl.tick(ms(t0, at + 11_002))), vec![(2, 0, 10)]);
 }
 
 #[test]

@@ -682,6 +682,7 @@ fn scenario(seed: u64, n: u64, extra: usize) -> Sim {
         batch_timeout: Duration::from_millis(200 + rng.below(800)),
         presence_window: 8 + rng.below(200),
         presence_refresh: Duration::from_millis(100 + rng.below(900)),
+        presence_retry: Duration::from_millis(20 + rng.below(200)),
     };
     let held: Vec<bool> = (0..n).map(|_| rng.percent(10)).collect();
     let skip_mod = 3 + rng.below(20);
