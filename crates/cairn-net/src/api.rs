@@ -586,10 +586,10 @@ impl Network {
 /// Pause before the one retry of a request whose stream failed.
 const STREAM_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-/// Runs `attempt`, and once more if its stream failed. Two peers that dial each other at once
-/// hold two connections until one is closed; a stream opened on the closing one fails with
-/// "connection is closed" although the peer is still reachable, and the retry opens its stream
-/// on the live connection (or reconnects).
+/// Runs `attempt`, and once more if its stream failed. A stream can fail while the peer stays
+/// reachable: with four nodes connecting to each other at once, a manifest request right after
+/// connecting failed with "connection is closed" on a connection that was going away while
+/// another one to the same peer lived on. The retry opens a fresh stream (or reconnects).
 async fn with_stream_retry<T, F, Fut>(attempt: F) -> Result<T, NetError>
 where
     F: Fn() -> Fut,

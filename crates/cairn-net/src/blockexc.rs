@@ -382,9 +382,9 @@ impl Blockexc {
                 () = session.cancel.cancelled() => None,
                 opened = tokio::time::timeout(self.request_timeout, control.open_stream(peer, PROTOCOL)) => Some(opened),
             };
-            // Two peers that dialed each other hold two connections until one closes; a stream
-            // opened on the closing one fails while the peer is still reachable. Once more,
-            // then, before the frames queued here (control messages included) are dropped.
+            // A stream opened on a connection that is going away fails while the peer may still
+            // be reachable over another one. Once more, then, before the frames queued here
+            // (control messages included, which nobody retries) are dropped.
             match opened {
                 Some(Ok(Err(e))) if !retried => {
                     tracing::debug!(%peer, error = %e, "opening the blockexc stream failed, retrying once");

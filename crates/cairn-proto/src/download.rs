@@ -41,8 +41,8 @@
 //! Presence: a new peer is asked about the `presence_window` blocks from the lowest missing index;
 //! each (non-`Complete`) answer triggers the next window holding blocks still missing and not
 //! known held by that peer, until the end of the dataset; a peer that has answered nothing yet is
-//! asked again after `presence_retry`, doubling up to `presence_refresh`; after `presence_refresh` without news
-//! it is asked again (continuing the sweep, else from the lowest such block) for as long as some
+//! asked again after `presence_retry`, doubling up to `presence_refresh`; after
+//! `presence_refresh` without news it is asked again (continuing the sweep, else from the lowest such block) for as long as some
 //! missing block is not known held by it (a `DontHave` is fed as a presence with no ranges). A peer that answers a batch with nothing loses the claimed runs around those blocks
 //! (for a `Complete` peer: everything) until its next presence; a partial answer only drops the
 //! omitted blocks. Two failures in a row put a peer on a growing backoff (100 ms doubling, at most
