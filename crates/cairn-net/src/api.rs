@@ -587,9 +587,9 @@ impl Network {
 const STREAM_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Runs `attempt`, and once more if its stream failed. A stream can fail while the peer stays
-/// reachable: with four nodes connecting to each other at once, a manifest request right after
-/// connecting failed with "connection is closed" on a connection that was going away while
-/// another one to the same peer lived on. The retry opens a fresh stream (or reconnects).
+/// reachable: a node drops an inbound stream that arrives while the previous one of the same
+/// protocol is still waiting to be accepted (libp2p-stream hands them over one at a time), which
+/// happens when several peers open streams to it at once. The retry opens a fresh stream.
 async fn with_stream_retry<T, F, Fut>(attempt: F) -> Result<T, NetError>
 where
     F: Fn() -> Fut,

@@ -382,9 +382,9 @@ impl Blockexc {
                 () = session.cancel.cancelled() => None,
                 opened = tokio::time::timeout(self.request_timeout, control.open_stream(peer, PROTOCOL)) => Some(opened),
             };
-            // A stream opened on a connection that is going away fails while the peer may still
-            // be reachable over another one. Once more, then, before the frames queued here
-            // (control messages included, which nobody retries) are dropped.
+            // Opening can fail while the peer stays reachable (a connection going away, a
+            // stream refused because the peer's accept queue was busy). Once more, then,
+            // before the frames queued here (control messages included) are dropped.
             match opened {
                 Some(Ok(Err(e))) if !retried => {
                     tracing::debug!(%peer, error = %e, "opening the blockexc stream failed, retrying once");

@@ -79,7 +79,10 @@ pub struct Config {
     pub presence_refresh: Duration,
     /// Re-ask a peer that has not answered any want-have yet after this long, doubling at each
     /// unanswered ask up to `presence_refresh`. Every ask sets `sendDontHave`, so a peer always
-    /// answers; silence means the message or its answer was lost (a stream that died with it).
+    /// answers; silence means the want-have or its answer was lost. That happens: control
+    /// messages are not acknowledged, and a node drops an inbound stream that arrives while the
+    /// previous one is still waiting to be accepted (libp2p-stream hands them over one at a
+    /// time), losing whatever the sender had already written on it.
     pub presence_retry: Duration,
 }
 
