@@ -256,27 +256,40 @@ impl Fetcher {
             .await
             .map_err(|e| FetchError::Network(e.to_string()))?;
         for peer in providers {
-            let bytes = match net.fetch_manifest(peer, cid).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::debug!(%peer, %cid, error = %e, "manifest request failed");
-                    continue;
-                }
-            };
-            let manifest = match Manifest::decode(&bytes) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(%peer, %cid, error = %e, "peer sent an invalid manifest");
-                    continue;
-                }
-            };
-            let record = self
-                .blocking(move |s| s.put_manifest(&cid, bytes, flags))
-                .await?;
-            return Ok((record, manifest));
+            if let Some(found) = self.manifest_from(peer, cid, flags).await? {
+                return Ok(found);
+            }
         }
         Err(FetchError::ManifestNotFound)
+    }
+
+    /// Asks `peer` for the manifest `cid` and stores it if it is valid; `None` if the peer does
+    /// not have it, fails, or sends bytes that do not decode.
+    async fn manifest_from(
+        &self,
+        peer: PeerId,
+        cid: Cid,
+        flags: DatasetFlags,
+    ) -> Result<Option<(DatasetRecord, Manifest)>, FetchError> {
+        let bytes = match self.inner.net.fetch_manifest(peer, cid).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::debug!(%peer, %cid, error = %e, "manifest request failed");
+                return Ok(None);
+            }
+        };
+        let manifest = match Manifest::decode(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%peer, %cid, error = %e, "peer sent an invalid manifest");
+                return Ok(None);
+            }
+        };
+        let record = self
+            .blocking(move |s| s.put_manifest(&cid, bytes, flags))
+            .await?;
+        Ok(Some((record, manifest)))
     }
 
     /// Starts (or joins) the transfer of a stored manifest's dataset and returns a lease on it.

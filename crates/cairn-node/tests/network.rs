@@ -54,6 +54,25 @@ fn fetch_by_cid_alone_through_kad() {
 }
 
 #[test]
+fn a_stale_provider_does_not_fail_the_fetch() {
+    // A uploads; B fetches (and so provides), then deletes: A's DHT store still lists B as a
+    // provider, which now answers NotFound. C, joined to both, must still get the dataset:
+    // whichever provider its lookup meets first, the other one is tried.
+    let a = TestNode::start();
+    let b = TestNode::start_joined(&[&a], |_| {});
+    let data = pattern(400_000, 23);
+    let cid = a.upload(&data);
+    fetch_background(&b, &cid);
+    assert!(is_complete_locally(&b, &cid));
+    assert_eq!(b.delete(&format!("{BASE}/data/{cid}")).status, 204);
+    assert!(!is_complete_locally(&b, &cid));
+    let c = TestNode::start_joined(&[&b, &a], |_| {});
+    let got = c.get(&format!("{BASE}/data/{cid}/network/stream"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert!(got.body == data, "bytes differ");
+}
+
+#[test]
 fn manifest_only_fetch() {
     let a = TestNode::start();
     let b = TestNode::start_joined(&[&a], |_| {});
