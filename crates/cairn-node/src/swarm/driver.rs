@@ -582,14 +582,7 @@ impl Driver {
                     self.drop_held(swarm, d, slot).await;
                 }
             } else {
-                let store = self.store.clone();
-                let complete = tokio::task::spawn_blocking(move || store.dataset(&d))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .flatten()
-                    .is_some_and(|r| r.state == DatasetState::Complete);
-                if !complete {
+                if !is_complete_here(&self.store, d).await {
                     let reason = if h.state == "spare" {
                         ReleaseReason::SpareDropped
                     } else {
@@ -615,14 +608,7 @@ impl Driver {
                 self.spawn_cache_fetch(swarm, d);
                 continue;
             }
-            let store = self.store.clone();
-            let complete = tokio::task::spawn_blocking(move || store.dataset(&d))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-                .is_some_and(|r| r.state == DatasetState::Complete);
-            if !complete {
+            if !is_complete_here(&self.store, d).await {
                 self.forget_cached(swarm, d).await;
             }
         }
@@ -1601,13 +1587,7 @@ impl Driver {
         tokio::spawn(async move {
             let result = async {
                 let _permit = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-                let have = {
-                    let store = store.clone();
-                    tokio::task::spawn_blocking(move || store.dataset(&d))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?
-                };
+                let have = stored_record(&store, d).await?;
                 if have.is_some_and(|r| r.state == DatasetState::Complete) {
                     // Already stored here (user data or a slot of another swarm): kept as is.
                     return Ok(false);
@@ -1818,11 +1798,9 @@ impl Driver {
                 .and_then(|e| e.state.datasets().announce(&d))
                 .map_or(0, |a| a.size);
             // Our own upload: its stored manifest gives what it takes (blocksCount × blockSize).
-            let store = self.store.clone();
-            let size = tokio::task::spawn_blocking(move || store.dataset(&d))
+            let size = stored_record(&self.store, d)
                 .await
                 .ok()
-                .and_then(Result::ok)
                 .flatten()
                 .and_then(|r| manifest_store_size(&r.manifest_bytes, &d))
                 .unwrap_or(announced);
@@ -2736,10 +2714,8 @@ impl Driver {
             .get(&swarm)
             .ok_or_else(SwarmError::unknown_swarm)?;
         let d = req.cid;
-        let store = self.store.clone();
-        let record = tokio::task::spawn_blocking(move || store.dataset(&d))
+        let record = stored_record(&self.store, d)
             .await
-            .map_err(SwarmError::internal)?
             .map_err(SwarmError::internal)?
             .filter(|r| r.state == DatasetState::Complete)
             .ok_or_else(|| {
@@ -3050,6 +3026,27 @@ fn offer_sources(offer: &Envelope) -> Vec<NetPeer> {
     }
 }
 
+/// The store's record of dataset `d`, read on the blocking pool.
+async fn stored_record(
+    store: &Arc<dyn BlockStore>,
+    d: Cid,
+) -> Result<Option<cairn_store::DatasetRecord>, String> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.dataset(&d))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Whether dataset `d` is stored here complete (false when the store cannot tell).
+async fn is_complete_here(store: &Arc<dyn BlockStore>, d: Cid) -> bool {
+    stored_record(store, d)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.state == DatasetState::Complete)
+}
+
 /// What dataset `d` takes in the store, blocksCount × blockSize of its manifest (the slot size
 /// of §8), and whether it is already stored here complete. The manifest is the stored one, else
 /// one fetched from the first of `sources` that has it (checked against the CID). `None` if
@@ -3060,13 +3057,7 @@ async fn stored_size(
     d: Cid,
     sources: &[NetPeer],
 ) -> Option<(u64, bool)> {
-    let local = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.dataset(&d))
-            .await
-            .ok()?
-            .ok()?
-    };
+    let local = stored_record(store, d).await.ok()?;
     let stored = local
         .as_ref()
         .is_some_and(|r| r.state == DatasetState::Complete);
@@ -3121,13 +3112,7 @@ async fn fetch_pinned(
     for s in &sources {
         let _ = net.connect(*s, Vec::new()).await;
     }
-    let have = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.dataset(&d))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-    };
+    let have = stored_record(&store, d).await?;
     if have.is_none() {
         for s in &sources {
             if let Ok(Some(bytes)) = net.fetch_manifest(*s, d).await {
