@@ -538,15 +538,14 @@ impl Network {
 
     /// Sends a control message (want-haves, presences) to `peer` on its blockexc stream.
     pub async fn send_control(&self, peer: PeerId, message: Message) -> Result<(), NetError> {
-        let request = with_stream_retry(|| async {
+        // No retry here: the blockexc session already replaces a closed stream once (sending
+        // only queues the frame), and its other errors are not transient.
+        let request = async {
             if !self.inner.blockexc.has_session(&peer) {
                 self.ensure_connected(peer).await?;
             }
-            self.inner
-                .blockexc
-                .send_control(peer, message.clone())
-                .await
-        });
+            self.inner.blockexc.send_control(peer, message).await
+        };
         tokio::time::timeout(self.inner.config.request_timeout, request)
             .await
             .map_err(|_| self.timed_out(peer))?

@@ -3063,7 +3063,8 @@ async fn stored_size(
         .is_some_and(|r| r.state == DatasetState::Complete);
     let mut bytes = local.map(|r| r.manifest_bytes.to_vec());
     if bytes.is_none() {
-        // A few tries per source: a connection may close under a request (duplicate dials).
+        // A few tries per source: a request stream can be refused while the peer's accept
+        // queue is busy (`fetch_manifest` itself retries once).
         'sources: for s in sources.iter().take(SIZING_SOURCES) {
             for attempt in 0..SIZING_TRIES {
                 match net.fetch_manifest(*s, d).await {
